@@ -1,0 +1,187 @@
+"""The ``groundedit`` command line: run the pipeline, show a run's status, make a tiny input."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from groundedit import __version__
+from groundedit.specs import DEFAULT_PROFILE, SpecError, available_profiles
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Build grounding-oriented image-editing data from SA-1B photos.",
+)
+console = Console(stderr=True)
+
+
+class CliError(Exception):
+    """An error shown to the user as one line."""
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"groundedit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version."
+    ),
+) -> None:
+    """groundedit: the InterCoG data engine."""
+
+
+class _ProgressView:
+    """Rich progress bars, one per stage: samples done/total, kept, rejected, ETA."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, ev) -> None:
+        fields = {"kept": ev.kept, "rejected": ev.rejected}
+        if ev.stage not in self.tasks:
+            label = f"{ev.stage}" + (" (done)" if ev.skipped else "")
+            self.tasks[ev.stage] = self.progress.add_task(label, total=max(ev.rows_total, 1), **fields)
+        tid = self.tasks[ev.stage]
+        done = ev.rows_done if ev.rows_total else (1 if ev.kind == "done" else 0)
+        self.progress.update(tid, completed=done, **fields)
+
+
+@app.command()
+def run(
+    input: Path = typer.Option(..., "--input", help="SA-1B tar shard, or a folder of shards / images"),
+    out: Path = typer.Option(..., "--out", help="run folder (created; resumable)"),
+    stage: str = typer.Option("all", "--stage", help="'all', or one stage name"),
+    profile: str = typer.Option(DEFAULT_PROFILE, "--profile", help="'paper' (real models) or 'tiny'"),
+    executor: str = typer.Option("ray", "--executor", help="'ray' or 'local'"),
+    seed: int = typer.Option(0, "--seed", help="seed of every random choice"),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="use only the first N input images"),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="join this Ray cluster"),
+) -> None:
+    """Run the pipeline (or one stage) over INPUT into OUT, resuming what is finished."""
+    from groundedit.executors import EXECUTORS, make_executor
+    from groundedit.manifest import RunInfo
+    from groundedit.pipeline import Pipeline
+    from groundedit.stages import RunContext
+
+    if not input.exists():
+        raise CliError(f"input {input} does not exist")
+    if profile not in available_profiles():
+        raise CliError(
+            f"unknown profile '{profile}' (choose from: {', '.join(sorted(available_profiles()))})"
+        )
+    if executor not in EXECUTORS:
+        raise CliError(f"unknown executor '{executor}' (choose from: {', '.join(EXECUTORS)})")
+    ctx = RunContext(out=out.resolve(), input=input.resolve(), seed=seed, profile=profile, limit=limit)
+    kwargs = {"address": ray_address} if executor == "ray" else {}
+    ex = make_executor(executor, **kwargs)
+    columns = [
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("kept {task.fields[kept]}"),
+        TextColumn("rejected {task.fields[rejected]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            pipe = Pipeline(ctx, ex, on_event=_ProgressView(progress))
+            if stage != "all" and stage not in pipe.order:
+                raise CliError(f"unknown stage '{stage}' (choose from: all, {', '.join(pipe.order)})")
+            RunInfo(input=str(ctx.input), profile=profile, seed=seed, limit=limit).save(ctx.out)
+            pipe.run(None if stage == "all" else stage)
+    finally:
+        ex.close()
+    shards = ctx.out / "shards"
+    if shards.is_dir():
+        console.print(f"shards: {shards}   rejected: {ctx.out / 'rejected.parquet'}")
+
+
+@app.command()
+def status(out: Path = typer.Option(..., "--out", help="run folder")) -> None:
+    """Per-stage progress of a run folder, from its manifests."""
+    from groundedit.manifest import RunInfo
+    from groundedit.pipeline import Pipeline
+    from groundedit.stages import RunContext
+
+    info = RunInfo.load(out)
+    if info is None:
+        raise CliError(f"{out} is not a run folder (no manifests/run.json)")
+    ctx = RunContext(
+        out=out.resolve(), input=Path(info.input), seed=info.seed, profile=info.profile, limit=info.limit
+    )
+    pipe = Pipeline(ctx)
+    table = Table(title=f"{out}  (profile {info.profile}, seed {info.seed})")
+    for col in ("stage", "state", "units", "in", "kept", "rejected", "reasons"):
+        table.add_column(col, justify="right" if col in ("units", "in", "kept", "rejected") else "left")
+    for st in pipe.status():
+        reasons = ", ".join(f"{k} {v}" for k, v in st.rejected.most_common())
+        units = f"{st.units_done}/{st.units_planned}" if st.units_planned else str(st.units_done)
+        state = f"{st.state} ({st.detail})" if st.detail else st.state
+        table.add_row(
+            st.stage, state, units, str(st.rows_in), str(st.kept), str(sum(st.rejected.values())), reasons
+        )
+    Console().print(table)
+
+
+@app.command()
+def fixture(
+    out: Path = typer.Option(..., "--out", help="folder for the synthetic SA-1B shards"),
+    images: int = typer.Option(12, "--images", min=1),
+    images_per_tar: int = typer.Option(6, "--images-per-tar", min=1),
+    width: int = typer.Option(320, "--width", min=16),
+    height: int = typer.Option(240, "--height", min=16),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Write a deterministic synthetic SA-1B input (tars of multi-object photos with masks)."""
+    from groundedit.fixtures import write_sa1b_fixture
+
+    tars = write_sa1b_fixture(
+        out, images=images, images_per_tar=images_per_tar, size=(width, height), seed=seed
+    )
+    console.print(f"wrote {images} images in {len(tars)} shards to {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: usage errors and expected failures print one line and exit non-zero."""
+    from groundedit.pipeline import PipelineError
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
+        console.print("aborted")
+        return 130
+    except click.ClickException as e:
+        console.print(f"error: {e.format_message()}", markup=False, highlight=False)
+        return 2
+    except (CliError, SpecError, PipelineError, FileNotFoundError, ValueError) as e:
+        console.print(f"error: {e}", markup=False, highlight=False)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The pipeline's vocabulary: every record a stage reads, writes, rejects or exports.
+
+A :class:`Sample` travels through the stages; each stage fills in its fields. Intermediate files
+hold samples as JSON (one per Parquet row) and carry references to image bytes, never the bytes.
+The exported :class:`ExportRecord` is the strict, documented JSON that lands in the shards; its JSON
+Schema is generated into ``manifests/export_record.schema.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EditType = Literal["color change", "remove", "replace", "add", "appearance", "others"]
+EDIT_TYPES: tuple[str, ...] = ("color change", "remove", "replace", "add", "appearance", "others")
+CandidateSource = Literal["sa1b", "grounded-sam"]
+Dataset = Literal["sa1b", "images"]
+
+BoxXYXY = tuple[float, float, float, float]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class BlobRef(_Record):
+    """Where the bytes of an image (or a JSON) live: a file, or a byte range of a tar member.
+
+    ``path`` is absolute for inputs and relative to the run's output folder for artifacts a stage
+    wrote. ``offset``/``size`` address the member's data inside the tar so readers seek, not scan.
+    """
+
+    path: str
+    member: str | None = None
+    offset: int | None = None
+    size: int | None = None
+
+
+class RLE(_Record):
+    """A COCO run-length-encoded mask (compressed ``counts`` string); ``size`` is ``[height, width]``."""
+
+    size: tuple[int, int]
+    counts: str
+
+
+class Source(_Record):
+    """The photo a sample comes from. ``width``/``height`` are after EXIF orientation is applied."""
+
+    dataset: Dataset
+    image_id: str
+    file_name: str
+    width: int
+    height: int
+    orientation: int = Field(1, description="EXIF orientation tag of the file (1 = none)")
+    image: BlobRef
+    annotation: BlobRef | None = None
+
+
+class Tag(_Record):
+    """An open-set tag of the image with its probability (RAM++)."""
+
+    name: str
+    score: float
+
+
+class Candidate(_Record):
+    """One segmented object that could become the editing target."""
+
+    id: str
+    source: CandidateSource
+    label: str | None = None
+    box_xyxy: BoxXYXY = Field(description="pixels, exclusive right/bottom: the tight bound of the mask")
+    mask: RLE
+    area: int = Field(description="mask area in pixels")
+    score: float = Field(description="confidence of the candidate (SA-1B predicted IoU, or detector score)")
+    predicted_iou: float | None = None
+    stability_score: float | None = None
+    text_score: float | None = None
+
+
+class CoT(_Record):
+    """The 4-step chain of thought: steps 1-2 ground the target in text, steps 3-4 describe the edit."""
+
+    scene_description: str = Field(alias="1_Scene_Description")
+    target_localization: str = Field(alias="2_Target_Localization")
+    editing_description: str = Field(alias="3_Editing_Description")
+    post_edit_description: str = Field(alias="4_Post_Edit_Description")
+
+
+class Instructions(_Record):
+    original: str
+    rewritten: str | None = None
+
+
+class Scores(_Record):
+    """Scores stages attach to a sample; each is filled in by the stage that measures it."""
+
+    saliency_keep: int | None = Field(None, description="saliency filter verdict, 1 = keep")
+    region_edit_accuracy: float | None = Field(None, ge=1.0, le=5.0)
+    seamless_quality: float | None = Field(None, ge=1.0, le=5.0)
+    ega: float | None = Field(None, description="share of changed pixels inside the target box")
+    change_outside: float | None = Field(None, description="share of pixels outside the box that changed")
+    change_inside: float | None = Field(None, description="mean absolute change inside the box, 0..1")
+
+
+class Rejection(_Record):
+    """Why a stage dropped a sample. ``reason`` is a stable snake_case code; ``raw`` keeps model output."""
+
+    stage: str
+    reason: str
+    detail: str = ""
+    raw: str | None = None
+
+
+class Provenance(_Record):
+    """What produced a sample's fields at one stage, enough to reproduce it."""
+
+    stage: str
+    spec_hash: str
+    models: list[str] = Field(default_factory=list)
+    prompt_hash: str | None = None
+    seed: int | None = None
+    sampling: dict[str, float | int | str] | None = None
+    version: str
+
+
+class Sample(_Record):
+    """A sample as it moves between stages. Later stages fill fields in."""
+
+    key: str = Field(description="unique, dot-free id used as the WebDataset key")
+    source: Source
+    tags: list[Tag] = Field(default_factory=list)
+    candidates: list[Candidate] = Field(default_factory=list)
+    num_candidates: int | None = Field(None, description="candidates seen by select (list is dropped)")
+    target: Candidate | None = None
+    edit_type: EditType | None = None
+    instructions: Instructions | None = None
+    cot: CoT | None = None
+    scores: Scores = Field(default_factory=Scores)
+    artifacts: dict[str, BlobRef] = Field(default_factory=dict)
+    provenance: list[Provenance] = Field(default_factory=list)
+    rejection: Rejection | None = None
+
+    def reject(self, stage: str, reason: str, detail: str = "", raw: str | None = None) -> Sample:
+        """Return a copy marked as rejected by ``stage``."""
+        return self.model_copy(
+            update={"rejection": Rejection(stage=stage, reason=reason, detail=detail, raw=raw)}
+        )
+
+
+class SourceEntry(_Record):
+    """One input item found by the ingest scan: an image and, for SA-1B, its annotation JSON."""
+
+    key: str
+    dataset: Dataset
+    file_name: str
+    image: BlobRef
+    annotation: BlobRef | None = None
+    error: str | None = Field(None, description="reason code when the scan itself found the item unusable")
+    error_detail: str = ""
+
+
+# --- the exported record -------------------------------------------------------------------------
+
+_Int = Annotated[int, Field(strict=True)]
+_Float = Annotated[float, Field(strict=True)]
+Box1000 = tuple[tuple[_Int, _Int], tuple[_Int, _Int]]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+
+class ExportSource(_Strict):
+    dataset: Dataset
+    image_id: str
+    file_name: str
+    width: _Int
+    height: _Int
+
+
+class ExportTarget(_Strict):
+    label: str | None
+    candidate_source: CandidateSource
+    box_xyxy: tuple[_Int, _Int, _Int, _Int] = Field(
+        description="pixels of src.jpg, exclusive right/bottom; the tight bound of mask.png"
+    )
+    box_1000: Box1000 = Field(description="(x1,y1),(x2,y2) scaled to [0,1000), GoT's convention")
+    area: _Int
+    score: _Float
+    mask: Literal["mask.png"] = "mask.png"
+
+
+class ExportCoT(_Strict):
+    scene_description: str = Field(alias="1_Scene_Description")
+    target_localization: str = Field(alias="2_Target_Localization")
+    editing_description: str = Field(alias="3_Editing_Description")
+    post_edit_description: str = Field(alias="4_Post_Edit_Description")
+
+
+class ExportInstructions(_Strict):
+    original: str
+    rewritten: str | None
+
+
+class ExportScores(_Strict):
+    saliency_keep: _Int | None = None
+    region_edit_accuracy: _Float | None = None
+    seamless_quality: _Float | None = None
+    ega: _Float | None = None
+    change_outside: _Float | None = None
+    change_inside: _Float | None = None
+
+
+class ExportProvenance(_Strict):
+    stage: str
+    spec_hash: str
+    models: list[str]
+    prompt_hash: str | None
+    seed: _Int | None
+    sampling: dict[str, float | int | str] | None
+    version: str
+
+
+class ExportRecord(_Strict):
+    """The ``json`` member of every exported sample. Fields the run's stages do not produce are null."""
+
+    key: str
+    source: ExportSource
+    target: ExportTarget
+    tags: list[str]
+    edit_type: EditType | None
+    instructions: ExportInstructions | None
+    cot: ExportCoT | None
+    scores: ExportScores
+    members: list[str] = Field(description="the WebDataset members of this sample")
+    provenance: list[ExportProvenance]

@@ -1,0 +1,111 @@
+"""Running one unit of one stage: read its input, process batches, write outputs atomically.
+
+This is the only code that touches a unit's files, and both executors call it (in-process or in a
+Ray actor), so crash safety and error isolation are the same everywhere:
+- outputs go to temp names and are renamed into place (artifacts first, then rejected, then kept
+  samples); the driver records the unit in the manifest only after :func:`run_unit` returns;
+- a batch that raises is retried sample by sample, so one bad sample is rejected with the
+  exception as its reason instead of failing the unit.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from groundedit.faults import crash_point
+from groundedit.imaging import SampleError
+from groundedit.manifest import UnitRecord
+from groundedit.records import Sample, SourceEntry
+from groundedit.stages.base import SourceStage, Stage, UnitIO
+from groundedit.storage import read_rows, write_rejected, write_rows
+from groundedit.tario import ArtifactPack
+
+
+@dataclass
+class Unit:
+    """A unit of work: a slice of the input that one worker processes and commits as a whole."""
+
+    id: str
+    fingerprint: str
+    rows: int
+    input_file: Path | None = None
+    entries: list[SourceEntry] = field(default_factory=list)
+
+
+def unit_paths(stage: str, unit: str) -> dict[str, str]:
+    """Output locations of a unit, relative to the run folder."""
+    base = f"data/{stage}/{unit}"
+    return {
+        "file": f"{base}.parquet",
+        "rejected_file": f"{base}.rejected.parquet",
+        "artifacts": f"{base}.tar",
+    }
+
+
+def _error_reason(e: Exception) -> tuple[str, str]:
+    if isinstance(e, SampleError):
+        return e.reason, e.detail
+    tb = traceback.format_exception_only(type(e), e)[-1].strip()
+    return "stage_exception", tb
+
+
+def _process(stage: Stage | SourceStage, batch: list, io: UnitIO) -> list[Sample]:
+    try:
+        out = stage.process_batch(batch, io)
+    except Exception as e:
+        if len(batch) == 1:
+            return [_reject_unprocessable(stage, batch[0], *_error_reason(e))]
+        # Isolate the culprit: the rest of the batch still goes through.
+        return [s for item in batch for s in _process(stage, [item], io)]
+    if len(out) != len(batch):
+        raise RuntimeError(f"{stage.name}.process_batch returned {len(out)} results for {len(batch)} inputs")
+    return out
+
+
+def _reject_unprocessable(stage, item, reason: str, detail: str) -> Sample:
+    if isinstance(item, Sample):
+        return item.reject(stage.name, reason, detail)
+    return stage.reject_entry(item, reason, detail)
+
+
+def run_unit(stage: Stage | SourceStage, unit: Unit, chain_hash: str) -> UnitRecord:
+    """Process ``unit`` with a set-up ``stage`` and commit its files; return its manifest record."""
+    start = time.perf_counter()
+    out = stage.ctx.out
+    paths = unit_paths(stage.name, unit.id)
+    rows = unit.entries if isinstance(stage, SourceStage) else read_rows(unit.input_file, Sample)
+    io = UnitIO(unit=unit.id, out=out, artifacts=ArtifactPack(out, paths["artifacts"]))
+    kept: list[Sample] = []
+    rejected: list[Sample] = []
+    try:
+        bs = stage.spec.batch_size
+        for i in range(0, len(rows), bs):
+            for s in _process(stage, rows[i : i + bs], io):
+                (rejected if s.rejection else kept).append(s)
+        io.artifacts.commit()
+    except BaseException:
+        io.artifacts.abort()
+        raise
+    crash_point(f"{stage.name}:artifacts-committed")
+    write_rejected(rejected, out / paths["rejected_file"])
+    write_rows(kept, out / paths["file"])
+    crash_point(f"{stage.name}:unit-written")
+    has_artifacts = io.artifacts.committed
+    if not has_artifacts:  # a previous attempt at this unit may have left one
+        (out / paths["artifacts"]).unlink(missing_ok=True)
+    return UnitRecord(
+        unit=unit.id,
+        file=paths["file"],
+        rejected_file=paths["rejected_file"],
+        artifacts=paths["artifacts"] if has_artifacts else None,
+        rows_in=len(rows),
+        kept=len(kept),
+        rejected=dict(Counter(s.rejection.reason for s in rejected)),
+        chain_hash=chain_hash,
+        input_fingerprint=unit.fingerprint,
+        seconds=round(time.perf_counter() - start, 3),
+    )

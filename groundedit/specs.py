@@ -1,0 +1,133 @@
+"""Stage specs: one YAML file per stage under ``stages/``, validated by pydantic, with profiles.
+
+A spec says which backend and models a stage uses, the resources one worker needs, how many workers
+to run, the batch size, the prompt file and the stage's own parameters (validated by the stage
+class's ``Params`` model). A profile (``paper`` by default, ``tiny`` for tests and the demo) is a
+set of overrides under the file's ``profiles:`` key, merged over the base.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+DEFAULT_PROFILE = "paper"
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def stages_dir() -> Path:
+    return Path(os.environ.get("GROUNDEDIT_STAGES_DIR", _ROOT / "stages"))
+
+
+def prompts_dir() -> Path:
+    return Path(os.environ.get("GROUNDEDIT_PROMPTS_DIR", _ROOT / "prompts"))
+
+
+class SpecError(ValueError):
+    """A stage spec or pipeline file is missing or invalid."""
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cpus: float = Field(1.0, ge=0, description="CPU cores one worker reserves")
+    gpus: float = Field(0.0, ge=0, description="GPUs one worker reserves (tensor parallel: the TP size)")
+
+
+class StageSpec(BaseModel):
+    """A stage's declarative configuration, after the profile's overrides are applied."""
+
+    model_config = ConfigDict(extra="forbid")
+    stage: str
+    description: str = ""
+    backend: str | None = Field(None, description="model backend (e.g. transformers, vllm)")
+    models: dict[str, str] = Field(
+        default_factory=dict, description="role -> HF id, local path or tiny://name"
+    )
+    prompt: str | None = Field(None, description="prompt file under prompts/")
+    resources: Resources = Field(default_factory=Resources)
+    workers: int = Field(1, ge=1, description="parallel workers (Ray actors) for this stage")
+    batch_size: int = Field(16, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    def prompt_text(self) -> str | None:
+        if self.prompt is None:
+            return None
+        path = prompts_dir() / self.prompt
+        if not path.is_file():
+            raise SpecError(f"stage '{self.stage}': prompt file {path} not found")
+        return path.read_text()
+
+    def prompt_hash(self) -> str | None:
+        text = self.prompt_text()
+        return None if text is None else hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def spec_hash(self) -> str:
+        """Hash of everything that changes the stage's output. Parallelism (workers, resources,
+        batch size) is left out: outputs must not depend on it."""
+        payload = {
+            "stage": self.stage,
+            "backend": self.backend,
+            "models": self.models,
+            "prompt": self.prompt_hash(),
+            "params": self.params,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise SpecError(f"spec file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: invalid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def available_profiles(directory: Path | None = None) -> set[str]:
+    directory = directory or stages_dir()
+    names = {DEFAULT_PROFILE}
+    for path in directory.glob("*.yaml"):
+        names |= set((_read_yaml(path).get("profiles") or {}).keys())
+    return names
+
+
+def load_spec(name: str, profile: str = DEFAULT_PROFILE, directory: Path | None = None) -> StageSpec:
+    """Load ``stages/<name>.yaml`` with ``profile``'s overrides applied."""
+    path = (directory or stages_dir()) / f"{name}.yaml"
+    data = _read_yaml(path)
+    profiles = data.pop("profiles", None) or {}
+    if profile != DEFAULT_PROFILE and profile in profiles:
+        data = _merge(data, profiles[profile])
+    data.setdefault("stage", name)
+    try:
+        spec = StageSpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(f"{path}: {e}") from e
+    if spec.stage != name:
+        raise SpecError(f"{path}: 'stage: {spec.stage}' does not match the file name")
+    return spec
+
+
+def load_pipeline(directory: Path | None = None) -> list[str]:
+    """The stage order from ``stages/pipeline.yaml``."""
+    data = _read_yaml((directory or stages_dir()) / "pipeline.yaml")
+    order = data.get("order")
+    if not isinstance(order, list) or not all(isinstance(s, str) for s in order) or not order:
+        raise SpecError("stages/pipeline.yaml: 'order' must be a non-empty list of stage names")
+    return order

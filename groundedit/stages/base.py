@@ -1,0 +1,113 @@
+"""What a stage is: a small class with ``setup()``, ``process_batch()`` and ``teardown()``.
+
+Constructing a stage is cheap and the object pickles (executors ship it to workers); models load in
+``setup()``, once per worker. Stages never import Ray: executors decide where they run.
+
+Three shapes share this base:
+- :class:`Stage` maps samples to samples (kept, or returned with ``rejection`` set);
+- :class:`SourceStage` plans units from the run's input and turns :class:`SourceEntry` rows into
+  samples (ingest);
+- :class:`SinkStage` consumes the last stage's output in the driver (export).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from groundedit import __version__
+from groundedit.records import Provenance, Sample, SourceEntry
+from groundedit.specs import StageSpec
+from groundedit.tario import ArtifactPack
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Run-wide settings every stage may read. Plain data, so it pickles to workers."""
+
+    out: Path
+    input: Path
+    seed: int = 0
+    profile: str = "paper"
+    limit: int | None = None
+
+
+@dataclass
+class UnitIO:
+    """What a stage may touch while processing one unit: its id and its artifact pack."""
+
+    unit: str
+    out: Path
+    artifacts: ArtifactPack
+
+
+class BaseStage(ABC):
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]] = NoParams
+    uses_seed: ClassVar[bool] = False
+
+    def __init__(self, spec: StageSpec, ctx: RunContext):
+        self.spec = spec
+        self.ctx = ctx
+        self.params = self.Params.model_validate(spec.params)
+
+    def setup(self) -> None:
+        """Load models and other heavy state; called once per worker before any batch."""
+
+    def teardown(self) -> None:
+        """Release what ``setup`` acquired."""
+
+    def model_ids(self) -> list[str]:
+        return list(self.spec.models.values())
+
+    def provenance(self, **extra) -> Provenance:
+        return Provenance(
+            stage=self.name,
+            spec_hash=self.spec.spec_hash(),
+            models=self.model_ids(),
+            prompt_hash=self.spec.prompt_hash(),
+            seed=self.ctx.seed if self.uses_seed else None,
+            version=__version__,
+            **extra,
+        )
+
+
+class Stage(BaseStage):
+    """Maps a batch of samples to the same samples, each kept or marked rejected."""
+
+    @abstractmethod
+    def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
+        """Return one sample per input, in order; rejected ones have ``rejection`` set."""
+
+
+class SourceStage(BaseStage):
+    """Turns the run's input into samples."""
+
+    @abstractmethod
+    def plan(self) -> list[tuple[str, list[SourceEntry]]]:
+        """Scan the input and group it into ``(unit id, entries)``, in a stable order."""
+
+    @abstractmethod
+    def process_batch(self, batch: list[SourceEntry], io: UnitIO) -> list[Sample]:
+        """Return one sample per entry; unusable ones rejected with a specific reason."""
+
+    @abstractmethod
+    def reject_entry(self, entry: SourceEntry, reason: str, detail: str) -> Sample:
+        """A rejected sample for an entry that could not be read at all."""
+
+
+class SinkStage(BaseStage):
+    """Consumes the final samples in the driver (not in workers)."""
+
+    @abstractmethod
+    def run(self, inputs: list[tuple[str, Path]], rejected_files: list[Path], progress) -> dict:
+        """Consume the previous stage's unit files ``(unit id, parquet path)`` in order, plus every
+        stage's rejected-sample files; ``progress`` carries resumable state and counts."""

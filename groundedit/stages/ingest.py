@@ -1,0 +1,159 @@
+"""ingest: input files → samples with source metadata and SA-1B candidates.
+
+Reads image headers only (size, EXIF orientation, pixel cap); pixels are decoded by the first stage
+that needs them, which also reports truncated or undecodable files. SA-1B annotations are parsed
+and checked against the image, and their masks moved into the displayed (EXIF-oriented) frame.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pydantic import BaseModel, ConfigDict, Field
+
+from groundedit import masks
+from groundedit.imaging import SampleError, exif_orientation, open_image, oriented_size
+from groundedit.records import RLE, Candidate, Sample, Source, SourceEntry
+from groundedit.scan import plan_units
+from groundedit.stages.base import SourceStage, UnitIO
+from groundedit.tario import read_blob
+
+
+class IngestParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    unit_size: int = Field(256, ge=1, description="images per unit (the grain of resume and parallelism)")
+    max_pixels: int = Field(40_000_000, ge=1, description="reject images with more decoded pixels")
+    min_side: int = Field(16, ge=1, description="reject images with a shorter side")
+    max_annotation_bytes: int = Field(64 << 20, ge=1, description="reject larger annotation JSON files")
+
+
+class IngestStage(SourceStage):
+    name = "ingest"
+    Params = IngestParams
+
+    def plan(self) -> list[tuple[str, list[SourceEntry]]]:
+        return plan_units(self.ctx.input, self.params.unit_size, self.ctx.limit)
+
+    def reject_entry(self, entry: SourceEntry, reason: str, detail: str) -> Sample:
+        source = Source(
+            dataset=entry.dataset,
+            image_id=entry.key,
+            file_name=entry.file_name,
+            width=0,
+            height=0,
+            image=entry.image,
+            annotation=entry.annotation,
+        )
+        return Sample(key=entry.key, source=source).reject(self.name, reason, detail)
+
+    def process_batch(self, batch: list[SourceEntry], io: UnitIO) -> list[Sample]:
+        out = []
+        for entry in batch:
+            if entry.error:
+                out.append(self.reject_entry(entry, entry.error, entry.error_detail))
+                continue
+            try:
+                out.append(self._read(entry))
+            except SampleError as e:
+                out.append(self.reject_entry(entry, e.reason, e.detail))
+        return out
+
+    def _read(self, entry: SourceEntry) -> Sample:
+        im = open_image(read_blob(entry.image), self.params.max_pixels)
+        orientation = exif_orientation(im)
+        width, height = oriented_size(im)
+        if min(width, height) < self.params.min_side:
+            raise SampleError("image_too_small", f"{width}x{height} < {self.params.min_side} px")
+        image_id = entry.key
+        candidates: list[Candidate] = []
+        if entry.annotation is not None:
+            image_id, candidates = self._annotations(entry, im.size, (width, height), orientation)
+        source = Source(
+            dataset=entry.dataset,
+            image_id=image_id,
+            file_name=entry.file_name,
+            width=width,
+            height=height,
+            orientation=orientation,
+            image=entry.image,
+            annotation=entry.annotation,
+        )
+        return Sample(key=entry.key, source=source, candidates=candidates, provenance=[self.provenance()])
+
+    def _annotations(self, entry, raw_size, shown_size, orientation) -> tuple[str, list[Candidate]]:
+        if entry.annotation.size is not None and entry.annotation.size > self.params.max_annotation_bytes:
+            raise SampleError("annotation_too_large", f"{entry.annotation.size} bytes")
+        try:
+            doc = json.loads(read_blob(entry.annotation))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise SampleError("annotation_json_invalid", str(e)) from e
+        if not isinstance(doc, dict) or not isinstance(doc.get("image"), dict):
+            raise SampleError("annotation_json_invalid", "no 'image' object")
+        if not isinstance(doc.get("annotations"), list):
+            raise SampleError("annotations_missing", "no 'annotations' list")
+        info = doc["image"]
+        try:
+            declared = (int(info["width"]), int(info["height"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise SampleError("annotation_json_invalid", f"image width/height: {e}") from e
+        # Annotations describe the stored raster unless their size only fits the displayed one.
+        if declared == raw_size:
+            to_apply = orientation
+        elif declared == shown_size:
+            to_apply = 1
+        else:
+            raise SampleError(
+                "annotation_size_mismatch",
+                f"annotation says {declared[0]}x{declared[1]}, image is {raw_size}",
+            )
+        image_id = str(info.get("image_id", entry.key))
+        return image_id, self._candidates(doc["annotations"], declared, to_apply)
+
+    def _candidates(self, anns: list, declared: tuple[int, int], orientation: int) -> list[Candidate]:
+        rles: list[RLE] = []
+        kept: list[dict] = []
+        for i, ann in enumerate(anns):
+            if not isinstance(ann, dict) or "segmentation" not in ann:
+                raise SampleError("annotation_json_invalid", f"annotation {i} has no segmentation")
+            rle = masks.rle_from_json(ann["segmentation"])
+            if (rle.size[1], rle.size[0]) != declared:
+                raise SampleError(
+                    "rle_size_mismatch",
+                    f"annotation {ann.get('id', i)}: mask {rle.size[1]}x{rle.size[0]}, image {declared[0]}x{declared[1]}",
+                )
+            if orientation != 1:
+                rle = masks.encode(masks.apply_orientation(masks.decode(rle), orientation))
+            rles.append(rle)
+            kept.append(ann)
+        if not rles:
+            return []
+        coco = [{"size": list(r.size), "counts": r.counts.encode("ascii")} for r in rles]
+        areas = mask_utils.area(coco)
+        boxes = np.round(mask_utils.toBbox(coco)).astype(int)
+        out = []
+        for ann, rle, a, (x, y, w, h) in zip(kept, rles, areas, boxes, strict=True):
+            if a <= 0:
+                continue
+            iou = _float(ann.get("predicted_iou"))
+            out.append(
+                Candidate(
+                    id=str(ann.get("id", len(out))),
+                    source="sa1b",
+                    box_xyxy=(x, y, x + w, y + h),
+                    mask=rle,
+                    area=int(a),
+                    score=iou if iou is not None else 1.0,
+                    predicted_iou=iou,
+                    stability_score=_float(ann.get("stability_score")),
+                )
+            )
+        return out
+
+
+def _float(v) -> float | None:
+    try:
+        return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None

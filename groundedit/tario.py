@@ -1,0 +1,168 @@
+"""Tar files without extraction: scan members with their byte offsets, read one by offset, write
+deterministic tars (fixed metadata, so the same members give byte-identical files).
+
+Used for SA-1B input shards, for the per-unit artifact packs stages write, and for the exported
+WebDataset shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from groundedit.records import BlobRef
+
+_BLOCK = tarfile.BLOCKSIZE
+
+
+@dataclass(frozen=True)
+class TarMember:
+    """A regular-file member of a tar: its normalised name and where its data starts."""
+
+    name: str
+    offset: int
+    size: int
+
+
+def unsafe_member_reason(name: str) -> str | None:
+    """Return why a member name must not be used (absolute, or escaping with ``..``), else None."""
+    if (
+        name.startswith(("/", "\\"))
+        or PurePosixPath(name).is_absolute()
+        or (len(name) > 1 and name[1] == ":")
+    ):
+        return "absolute member path"
+    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
+        return "member path contains '..'"
+    return None
+
+
+def normalise_member_name(name: str) -> str:
+    """Drop a leading ``./`` (SA-1B tars may carry it)."""
+    while name.startswith("./"):
+        name = name[2:]
+    return name
+
+
+def scan_tar(path: str | Path) -> Iterator[tuple[TarMember, str | None]]:
+    """Yield every regular-file member with its data offset, and a reason if its name is unsafe.
+
+    Reads only headers (seeking over data), so listing a 10 GB shard touches kilobytes.
+    """
+    with tarfile.open(path, mode="r:") as tar:
+        for info in tar:
+            if not info.isfile():
+                continue
+            yield (
+                TarMember(normalise_member_name(info.name), info.offset_data, info.size),
+                unsafe_member_reason(info.name),
+            )
+
+
+def read_blob(ref: BlobRef, base: str | Path | None = None) -> bytes:
+    """Read the bytes a :class:`BlobRef` points at. Relative paths resolve against ``base``."""
+    path = Path(ref.path)
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    with open(path, "rb") as f:
+        if ref.offset is None:
+            return f.read()
+        f.seek(ref.offset)
+        data = f.read(ref.size)
+    if ref.size is not None and len(data) != ref.size:
+        raise OSError(f"short read of {ref.member or ref.path}: {len(data)} of {ref.size} bytes")
+    return data
+
+
+class TarWriter:
+    """Write a tar member by member, recording each member's data offset.
+
+    Metadata is fixed (mtime 0, uid/gid 0, mode 0644), so equal inputs give equal bytes. The file is
+    written under a temporary name and renamed into place by :meth:`close`, so a reader never sees
+    a partial tar; :meth:`abort` removes the temporary file.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self._f = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
+        self._sha = hashlib.sha256()
+        self.members = 0
+
+    def _write(self, data: bytes) -> None:
+        self._f.write(data)
+        self._sha.update(data)
+
+    @property
+    def sha256(self) -> str:
+        """Digest of the bytes written so far (the whole file once closed)."""
+        return self._sha.hexdigest()
+
+    @property
+    def bytes_written(self) -> int:
+        return self._f.tell()
+
+    def add(self, name: str, data: bytes) -> tuple[int, int]:
+        """Append a member; return ``(offset, size)`` of its data inside the tar."""
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = 0
+        info.mode = 0o644
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+        offset = self._f.tell()
+        self._write(data)
+        pad = (-len(data)) % _BLOCK
+        if pad:
+            self._write(b"\0" * pad)
+        self.members += 1
+        return offset, len(data)
+
+    def close(self) -> Path:
+        self._write(b"\0" * (2 * _BLOCK))
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._f.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+class ArtifactPack:
+    """Images a stage produces for one unit, packed in one tar beside the unit's Parquet file.
+
+    Opened lazily on the first :meth:`add`; :meth:`commit` renames it into place and must happen
+    before the unit's Parquet file is committed, so every reference a committed unit holds resolves.
+    """
+
+    def __init__(self, out_dir: str | Path, relpath: str):
+        self.out_dir = Path(out_dir)
+        self.relpath = relpath
+        self._writer: TarWriter | None = None
+        self.committed = False
+
+    def add(self, member: str, data: bytes) -> BlobRef:
+        if self._writer is None:
+            self._writer = TarWriter(self.out_dir / self.relpath)
+        offset, size = self._writer.add(member, data)
+        return BlobRef(path=self.relpath, member=member, offset=offset, size=size)
+
+    def commit(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            self.committed = True
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
