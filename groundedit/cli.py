@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -169,13 +168,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         console.print("aborted")
         return 130
-    except click.ClickException as e:
-        console.print(f"error: {e.format_message()}", markup=False, highlight=False)
+    except typer.TyperException as e:  # usage errors: bad flag, missing option, unknown command
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        console.print(f"error: {message}", markup=False, highlight=False)
         return 2
     except (CliError, SpecError, PipelineError, FileNotFoundError, ValueError) as e:
         console.print(f"error: {e}", markup=False, highlight=False)

@@ -39,7 +39,8 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     except UnidentifiedImageError as e:
         raise SampleError("not_an_image", str(e)) from e
     except (OSError, SyntaxError, ValueError) as e:
-        raise SampleError("bad_image_header", str(e)) from e
+        reason = "image_truncated" if "truncated" in str(e).lower() else "bad_image_header"
+        raise SampleError(reason, str(e)) from e
     w, h = im.size
     if w <= 0 or h <= 0:
         raise SampleError("bad_image_header", f"size {w}x{h}")

@@ -53,8 +53,9 @@ def _entries_from_tar(tar: Path) -> Iterator[SourceEntry]:
 
 def _pair(images: dict, annotations: dict, key_prefix: str) -> Iterator[SourceEntry]:
     for stem in sorted(set(images) | set(annotations)):
-        key = make_key(key_prefix + Path(stem).name if key_prefix else Path(stem).name)
         ann = annotations.get(stem)
+        # SA-1B names are unique across the dataset; plain photos are told apart by their folder.
+        key = make_key(Path(stem).name if ann else key_prefix + Path(stem).name)
         if stem not in images:
             name, ref = ann
             yield SourceEntry(

@@ -1,0 +1,209 @@
+"""Shared fixtures: one Ray cluster per session, tiny inputs built once, hostile inputs, run helpers."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from groundedit.fixtures import annotation_json, synthetic_photo, write_sa1b_fixture
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster shared by every test that needs one (started once, ~3 s)."""
+    import ray
+
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def sa1b_input(tmp_path_factory) -> Path:
+    """12 synthetic SA-1B photos in two tar shards."""
+    d = tmp_path_factory.mktemp("sa1b")
+    write_sa1b_fixture(d, images=12, images_per_tar=6, seed=0)
+    return d
+
+
+def run_cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``groundedit`` in a subprocess (its own process group, so a crash point kills only it)."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", "groundedit.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        start_new_session=True,
+        cwd=REPO,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"groundedit {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+def _good_photo(rng, width, height, image_id, name):
+    """A photo whose first object is large enough and scored well enough to be selectable."""
+    rgb, object_masks = synthetic_photo(rng, width, height, 3)
+    doc = annotation_json(image_id, name, width, height, object_masks, rng)
+    for ann in doc["annotations"]:
+        ann["predicted_iou"], ann["stability_score"] = 0.95, 0.95
+    return rgb, doc
+
+
+def _jpeg(rgb, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=92, **kw)
+    return buf.getvalue()
+
+
+def write_hostile_input(d: Path) -> dict[str, str]:
+    """A folder mixing good photos with every kind of bad input. Returns key -> expected reason
+    for the bad ones, and key -> "ok" for the unusual-but-good ones."""
+    rng = np.random.default_rng(7)
+    write_sa1b_fixture(d / "good", images=3, images_per_tar=3, seed=3)
+    expect: dict[str, str] = {}
+    w, h = 160, 120
+
+    def pair(key: str, image_bytes: bytes, doc: dict | bytes | None, ext: str = "jpg") -> None:
+        (d / f"{key}.{ext}").write_bytes(image_bytes)
+        if doc is not None:
+            (d / f"{key}.json").write_bytes(doc if isinstance(doc, bytes) else json.dumps(doc).encode())
+
+    rgb, doc = _good_photo(rng, w, h, 101, "sa_101.jpg")
+    data = _jpeg(rgb)
+    pair("sa_101", data[: len(data) // 2], doc)
+    expect["sa_101"] = "image_truncated"
+
+    rgb, doc = _good_photo(rng, w, h, 102, "sa_102.jpg")
+    pair("sa_102", b"", doc)
+    expect["sa_102"] = "empty_file"
+
+    rgb, doc = _good_photo(rng, w, h, 103, "sa_103.jpg")
+    text = json.dumps(doc).encode()
+    pair("sa_103", _jpeg(rgb), text[: len(text) // 2])
+    expect["sa_103"] = "annotation_json_invalid"
+
+    rgb, doc = _good_photo(rng, w, h, 104, "sa_104.jpg")
+    pair("sa_104", _jpeg(rgb), {"image": doc["image"]})
+    expect["sa_104"] = "annotations_missing"
+
+    rgb, doc = _good_photo(rng, w, h, 105, "sa_105.jpg")
+    doc["annotations"][0]["segmentation"]["size"] = [h + 1, w]
+    pair("sa_105", _jpeg(rgb), doc)
+    expect["sa_105"] = "rle_size_mismatch"
+
+    rgb, doc = _good_photo(rng, w, h, 106, "sa_106.jpg")
+    pair("sa_106", _jpeg_cmyk(rgb), doc)
+    expect["sa_106"] = "ok"
+
+    rgb, doc = _good_photo(rng, w, h, 107, "sa_107.png")
+    grey16 = (rgb.mean(-1).astype(np.uint16) * 257).astype(np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(grey16).save(buf, "PNG")  # mode I;16
+    pair("sa_107", buf.getvalue(), doc, "png")
+    expect["sa_107"] = "ok"
+
+    rgb, doc = _good_photo(rng, w, h, 108, "sa_108.png")
+    buf = io.BytesIO()
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=32).save(buf, "PNG")
+    pair("sa_108", buf.getvalue(), doc, "png")
+    expect["sa_108"] = "ok"
+
+    rgb, doc = _good_photo(rng, w, h, 109, "sa_109.png")
+    rgba = np.dstack([rgb, np.full((h, w), 128, np.uint8)])
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, "PNG")
+    pair("sa_109", buf.getvalue(), doc, "png")
+    expect["sa_109"] = "ok"
+
+    # EXIF orientation 6: the stored raster is w x h, shown rotated 90° clockwise; the annotation
+    # describes the stored raster, so its masks must rotate with the image.
+    rgb, doc = _good_photo(rng, w, h, 110, "sa_110.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    pair("sa_110", _jpeg(rgb, exif=exif.tobytes()), doc)
+    expect["sa_110"] = "ok"
+
+    rgb, _ = _good_photo(rng, w, h, 112, "sa_112.jpg")
+    big = np.zeros((2000, 2100, 3), np.uint8)
+    pair("sa_112", _jpeg(big), None)
+    expect["sa_112"] = "too_many_pixels"
+
+    with tarfile.open(d / "evil.tar", "w") as tar:
+        for name, payload in (("../x.jpg", _jpeg(rgb)), ("sa_113.jpg", _jpeg(rgb))):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    expect["evil-x"] = "unsafe_tar_member"
+    return expect
+
+
+def _jpeg_cmyk(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).convert("CMYK").save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def hostile_input(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    d = tmp_path_factory.mktemp("hostile")
+    return d, write_hostile_input(d)
+
+
+def _run_pipeline(
+    input_path: Path, out: Path, executor: str = "local", seed: int = 0, stage: str | None = None
+):
+    from groundedit.executors import make_executor
+    from groundedit.manifest import RunInfo
+    from groundedit.pipeline import Pipeline
+    from groundedit.stages import RunContext
+
+    ctx = RunContext(out=out, input=input_path, seed=seed, profile="tiny")
+    RunInfo(input=str(input_path), profile="tiny", seed=seed).save(out)
+    ex = make_executor(executor)
+    try:
+        return Pipeline(ctx, ex).run(stage)
+    finally:
+        ex.close()
+
+
+@pytest.fixture(scope="session")
+def run_pipeline():
+    """Run the tiny-profile pipeline in-process: ``run_pipeline(input, out, executor, seed, stage)``."""
+    return _run_pipeline
+
+
+def read_shards(out: Path) -> dict[str, dict[str, bytes]]:
+    """Every exported sample: key -> {member: bytes}, read with the standard tarfile module."""
+    samples: dict[str, dict[str, bytes]] = {}
+    for shard in sorted((out / "shards").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for m in tar.getmembers():
+                key, _, member = m.name.partition(".")
+                assert member not in samples.setdefault(key, {}), f"duplicate member {m.name}"
+                samples[key][member] = tar.extractfile(m).read()
+    return samples
+
+
+@pytest.fixture(scope="session")
+def shard_reader():
+    return read_shards
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """``cli(*args, env=None, check=True)``: run the groundedit CLI in a fresh process group."""
+    return run_cli

@@ -1,0 +1,55 @@
+"""The command line: front-door behaviour, one-line errors, status output."""
+
+from __future__ import annotations
+
+import pytest
+
+from groundedit import __version__
+
+
+def test_version(cli):
+    assert cli("--version").stdout.strip() == f"groundedit {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--input", "/nonexistent", "--out", "x"], "input /nonexistent does not exist"),
+        (["run", "--bogus"], "No such option: --bogus"),
+        (["run", "--input", ".", "--out", "x", "--stage", "paint"], "unknown stage 'paint'"),
+        (["run", "--input", ".", "--out", "x", "--profile", "huge"], "unknown profile 'huge'"),
+        (["run", "--input", ".", "--out", "x", "--executor", "slurm"], "unknown executor 'slurm'"),
+        (["status", "--out", "/nonexistent"], "is not a run folder"),
+        (["frobnicate"], "No such command 'frobnicate'"),
+    ],
+)
+def test_errors_are_one_line_and_nonzero(cli, args, message, tmp_path):
+    proc = cli(*[a.replace("x", str(tmp_path / "o")) if a == "x" else a for a in args], check=False)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and message in lines[0]
+
+
+def test_single_stage_needs_its_upstream(cli, sa1b_input, tmp_path):
+    out = tmp_path / "run"
+    proc = cli("run", "--stage", "render", "--input", str(sa1b_input), "--out", str(out), "--profile", "tiny",
+               "--executor", "local", check=False)  # fmt: skip
+    assert proc.returncode == 1
+    assert "needs 'select' finished" in proc.stderr
+
+
+@pytest.mark.slow
+def test_stage_by_stage_then_status(cli, sa1b_input, tmp_path):
+    out = tmp_path / "run"
+    common = ["--input", str(sa1b_input), "--out", str(out), "--profile", "tiny", "--executor", "local"]
+    for stage in ("ingest", "select"):
+        cli("run", "--stage", stage, *common)
+    table = cli("status", "--out", str(out)).stdout
+    rows = {line.split()[1]: line for line in table.splitlines() if line.startswith("│")}
+    assert "done" in rows["ingest"] and "done" in rows["select"]
+    assert "not started" in rows["render"] and "not started" in rows["export"]
+    assert "12" in rows["ingest"]
+    cli("run", "--stage", "all", *common)
+    table = cli("status", "--out", str(out)).stdout
+    assert "not started" not in table and "stale" not in table

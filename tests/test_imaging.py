@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from groundedit.imaging import (
+    SampleError,
+    decode_rgb,
+    encode_jpeg,
+    encode_mask_png,
+    open_image,
+    oriented_size,
+)
+
+
+def _png(arr, mode=None):
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode).save(buf, "PNG") if mode else Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_errors_have_specific_reasons():
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    jpeg = encode_jpeg(rgb)
+    cases = {
+        b"": "empty_file",
+        b"not an image at all": "not_an_image",
+        jpeg[:200]: "image_truncated",  # inside the header
+        jpeg[: len(jpeg) - 300]: "image_truncated",  # inside the scan data
+    }
+    for data, reason in cases.items():
+        with pytest.raises(SampleError) as e:
+            decode_rgb(data, max_pixels=10**6)
+        assert e.value.reason == reason
+    with pytest.raises(SampleError) as e:
+        open_image(jpeg, max_pixels=599)
+    assert e.value.reason == "too_many_pixels" and "600" in e.value.detail
+
+
+def test_modes_become_rgb():
+    grey16 = np.array([[0, 65535], [32768, 257]], dtype=np.uint16)
+    out = decode_rgb(_png(grey16), 100)
+    assert out.shape == (2, 2, 3) and out.dtype == np.uint8
+    assert out[..., 0].tolist() == [[0, 255], [128, 1]]
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[0, 0] = (255, 0, 0, 255)  # opaque red; the rest transparent black → white
+    out = decode_rgb(_png(rgba, "RGBA"), 100)
+    assert out[0, 0].tolist() == [255, 0, 0] and out[1, 1].tolist() == [255, 255, 255]
+    pal = Image.fromarray(np.array([[0, 1]], np.uint8), "P")
+    pal.putpalette([10, 20, 30, 200, 100, 50])
+    buf = io.BytesIO()
+    pal.save(buf, "PNG")
+    assert decode_rgb(buf.getvalue(), 100).tolist() == [[[10, 20, 30], [200, 100, 50]]]
+    buf = io.BytesIO()
+    Image.fromarray(np.full((4, 4, 3), 200, np.uint8)).convert("CMYK").save(buf, "JPEG")
+    assert np.abs(decode_rgb(buf.getvalue(), 100).astype(int) - 200).max() < 8
+
+
+def test_exif_orientation_is_applied():
+    arr = np.zeros((10, 20, 3), np.uint8)
+    arr[0, 0] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG", exif=exif.tobytes())
+    assert oriented_size(open_image(buf.getvalue(), 1000)) == (10, 20)
+    out = decode_rgb(buf.getvalue(), 1000)
+    assert out.shape == (20, 10, 3) and out[0, -1, 0] == 255  # top-left went to top-right
+
+
+def test_mask_png_roundtrip():
+    m = np.zeros((7, 9), bool)
+    m[2:5, 3:8] = True
+    back = np.asarray(Image.open(io.BytesIO(encode_mask_png(m))).convert("L"))
+    assert np.array_equal(back == 255, m) and set(np.unique(back)) <= {0, 255}

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from groundedit import masks
+from groundedit.imaging import SampleError
+from groundedit.records import RLE
+
+
+def test_encode_decode_bbox_area():
+    m = np.zeros((37, 53), bool)
+    m[5:20, 7:40] = True
+    m[30, 50] = True
+    rle = masks.encode(m)
+    assert np.array_equal(masks.decode(rle), m)
+    assert masks.bbox_xyxy(rle) == masks.bbox_of(m) == (7, 5, 51, 31)
+    assert masks.area(rle) == m.sum()
+    masks.check_rle(rle)
+
+
+def test_check_rle_catches_corruption():
+    rle = masks.encode(np.eye(6, dtype=bool))
+    with pytest.raises(SampleError, match="runs cover"):
+        masks.check_rle(RLE(size=(6, 7), counts=rle.counts))
+    with pytest.raises(SampleError, match="invalid character"):
+        masks.check_rle(RLE(size=(6, 6), counts=rle.counts + "\x7f"))
+    with pytest.raises(SampleError):
+        masks.check_rle(RLE(size=(6, 6), counts=rle.counts[:-1] + "z"))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_matches_pil(orientation):
+    a = (np.arange(12).reshape(3, 4) * 20).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "PNG", exif=exif.tobytes())
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(buf)))
+    assert np.array_equal(masks.apply_orientation(a, orientation), expected)
+
+
+def test_rle_from_json_rejects_uncompressed():
+    with pytest.raises(SampleError) as e:
+        masks.rle_from_json({"size": [2, 2], "counts": [1, 2, 1]})
+    assert e.value.reason == "bad_rle"

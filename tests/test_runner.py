@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from groundedit.executors.ray import RayExecutor
+from groundedit.records import BlobRef, Sample, Source
+from groundedit.runner import Unit, run_unit
+from groundedit.specs import StageSpec
+from groundedit.stages.base import RunContext, Stage
+from groundedit.storage import read_rows, write_rows
+
+
+class Flaky(Stage):
+    """Raises on one sample; must not take the others down."""
+
+    name = "flaky"
+
+    def process_batch(self, batch, io):
+        if any(s.key == "bad" for s in batch):
+            raise ZeroDivisionError("boom")
+        return [s.model_copy(update={"num_candidates": 1}) for s in batch]
+
+
+def _samples(keys):
+    src = Source(
+        dataset="images", image_id="x", file_name="x.jpg", width=1, height=1, image=BlobRef(path="/x")
+    )
+    return [Sample(key=k, source=src.model_copy(update={"image_id": k})) for k in keys]
+
+
+def test_a_raising_sample_is_rejected_and_the_rest_kept(tmp_path: Path):
+    write_rows(_samples(["a", "bad", "c", "d"]), tmp_path / "in.parquet")
+    stage = Flaky(StageSpec(stage="flaky", batch_size=4), RunContext(out=tmp_path, input=tmp_path))
+    rec = run_unit(stage, Unit(id="u", fingerprint="f", rows=4, input_file=tmp_path / "in.parquet"), "chain")
+    assert (rec.kept, rec.rejected) == (3, {"stage_exception": 1})
+    kept = read_rows(tmp_path / rec.file, Sample)
+    assert [s.key for s in kept] == ["a", "c", "d"] and all(s.num_candidates == 1 for s in kept)
+    (rej,) = read_rows(tmp_path / rec.rejected_file, Sample)
+    assert rej.key == "bad" and "ZeroDivisionError: boom" in rej.rejection.detail
+
+
+def test_ray_pool_fits_the_cluster():
+    ex = RayExecutor()
+    spec = StageSpec(stage="s", workers=8, resources={"cpus": 2, "gpus": 1})
+    assert ex.pool_size(spec, 100, {"CPU": 16, "GPU": 4}) == (4, 1)
+    assert ex.pool_size(spec, 3, {"CPU": 16, "GPU": 4}) == (3, 1)
+    assert ex.pool_size(spec, 100, {"CPU": 16}) == (8, 0.0), "no GPU in the cluster: run on CPU"
+    assert ex.pool_size(StageSpec(stage="s", workers=8, resources={"cpus": 4}), 100, {"CPU": 2}) == (1, 0.0)
+
+
+@pytest.mark.slow
+def test_new_input_adds_units_without_redoing_old_ones(tmp_path, run_pipeline, shard_reader):
+    from groundedit.fixtures import write_sa1b_fixture
+    from groundedit.manifest import StageManifest
+
+    inp = tmp_path / "in"
+    write_sa1b_fixture(inp, images=6, images_per_tar=6, seed=1)
+    out = tmp_path / "run"
+    run_pipeline(inp, out)
+    before = StageManifest.load(out, "render").units
+    write_sa1b_fixture(tmp_path / "more", images=12, images_per_tar=6, seed=2)
+    (tmp_path / "more" / "sa_000001.tar").rename(inp / "sa_000001.tar")
+    summary = run_pipeline(inp, out)
+    assert summary["render"]["ran"] == len(StageManifest.load(out, "render").units) - len(before)
+    after = StageManifest.load(out, "render").units
+    assert all(after[u] == r for u, r in before.items())
