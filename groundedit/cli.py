@@ -165,6 +165,7 @@ def fixture(
 def main(argv: list[str] | None = None) -> int:
     """Entry point: usage errors and expected failures print one line and exit non-zero."""
     from groundedit.pipeline import PipelineError
+    from groundedit.runner import StageFailed
 
     try:
         app(args=argv, standalone_mode=False)
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         message = e.format_message() if hasattr(e, "format_message") else str(e)
         console.print(f"error: {message}", markup=False, highlight=False)
         return 2
-    except (CliError, SpecError, PipelineError, FileNotFoundError, ValueError) as e:
+    except (CliError, SpecError, PipelineError, StageFailed, FileNotFoundError, ValueError) as e:
         console.print(f"error: {e}", markup=False, highlight=False)
         return 1
     return 0

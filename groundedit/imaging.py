@@ -83,14 +83,15 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def decode_rgb(data: bytes, max_pixels: int) -> np.ndarray:
-    """Decode to an RGB uint8 array (H, W, 3), EXIF orientation applied."""
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode to an 8-bit RGB PIL image, EXIF orientation applied."""
     im = open_image(data, max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             im.load()
-            im = ImageOps.exif_transpose(im)
+            if exif_orientation(im) != 1:
+                im = ImageOps.exif_transpose(im)
             im = _to_rgb(im)
     except SampleError:
         raise
@@ -99,13 +100,19 @@ def decode_rgb(data: bytes, max_pixels: int) -> np.ndarray:
         raise SampleError(reason, str(e)) from e
     except (SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise SampleError("image_decode_error", str(e)) from e
-    return np.asarray(im)
+    return im
 
 
-def encode_jpeg(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
-    """Encode RGB uint8 as baseline JPEG with fixed settings, so equal pixel blocks encode equally."""
+def decode_rgb(data: bytes, max_pixels: int) -> np.ndarray:
+    """Decode to a writable RGB uint8 array (H, W, 3), EXIF orientation applied."""
+    return np.array(decode_image(data, max_pixels))
+
+
+def encode_jpeg(rgb: np.ndarray | Image.Image, quality: int = JPEG_QUALITY) -> bytes:
+    """Encode RGB as baseline JPEG with fixed settings, so equal pixel blocks encode equally."""
+    im = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb, "RGB")
     buf = io.BytesIO()
-    Image.fromarray(rgb, "RGB").save(buf, "JPEG", quality=quality, subsampling="4:2:0", optimize=False)
+    im.save(buf, "JPEG", quality=quality, subsampling="4:2:0", optimize=False)
     return buf.getvalue()
 
 

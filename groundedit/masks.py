@@ -26,11 +26,20 @@ def rle_from_json(segmentation: dict) -> RLE:
 
 
 def decode(rle: RLE) -> np.ndarray:
-    """Boolean mask of shape ``rle.size``."""
+    """Boolean mask of shape ``rle.size``, C-contiguous.
+
+    pycocotools decodes column-major; transposing a whole photo-sized mask costs more than the
+    decode, so only the mask's bounding box is copied into a zeroed row-major array.
+    """
+    coco = _coco(rle)
     try:
-        return mask_utils.decode(_coco(rle)).astype(bool)
+        fortran = mask_utils.decode(coco)
+        x, y, w, h = (round(float(v)) for v in mask_utils.toBbox(coco))
     except Exception as e:  # pycocotools raises bare exceptions on corrupt counts
         raise SampleError("bad_rle", str(e)) from e
+    out = np.zeros(rle.size, dtype=bool)
+    out[y : y + h, x : x + w] = fortran[y : y + h, x : x + w]
+    return out
 
 
 def encode(mask: np.ndarray) -> RLE:

@@ -49,9 +49,9 @@ def _tint(out: np.ndarray, mask: np.ndarray, box, opacity: float, color) -> None
     h, w = out.shape[:2]
     x1, y1, x2, y2 = _clip_box(box, h, w)
     region = out[y1:y2, x1:x2]
-    sel = mask[y1:y2, x1:x2]
-    c = np.asarray(color, dtype=np.float32)
-    region[sel] = (region[sel] * (1.0 - opacity) + c * opacity + 0.5).astype(np.uint8)
+    # Blend the whole box region, then copy where the mask is set: ~2x faster than boolean gathers.
+    blend = region * np.float32(1.0 - opacity) + (np.asarray(color, np.float32) * opacity + 0.5)
+    np.copyto(region, blend.astype(np.uint8), where=mask[y1:y2, x1:x2, None])
 
 
 def draw_mask(rgb: np.ndarray, mask: np.ndarray, box, opacity: float = MASK_OPACITY, color=RED) -> np.ndarray:
@@ -63,10 +63,16 @@ def draw_mask(rgb: np.ndarray, mask: np.ndarray, box, opacity: float = MASK_OPAC
 
 
 def draw_grounding(
-    rgb: np.ndarray, mask: np.ndarray, box, opacity: float = MASK_OPACITY, width: int | None = None, color=RED
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    box,
+    opacity: float = MASK_OPACITY,
+    width: int | None = None,
+    color=RED,
+    in_place: bool = False,
 ) -> np.ndarray:
     """The paper's visual grounding image: red mask at ``opacity`` plus the red bounding box."""
-    out = rgb.copy()
+    out = rgb if in_place else rgb.copy()
     _tint(out, mask, box, opacity, color)
     _outline(out, box, width, color)
     return out

@@ -25,6 +25,15 @@ from groundedit.storage import read_rows, write_rejected, write_rows
 from groundedit.tario import ArtifactPack
 
 
+# A unit whose samples mostly fail with *unexpected* exceptions points at a bug, not at bad data:
+# stop the stage instead of rejecting everything.
+MAX_UNEXPECTED_ERROR_RATE = 0.5
+
+
+class StageFailed(RuntimeError):
+    """Most samples of a unit raised unexpected exceptions: a bug or a broken model, not bad input."""
+
+
 @dataclass
 class Unit:
     """A unit of work: a slice of the input that one worker processes and commits as a whole."""
@@ -90,6 +99,12 @@ def run_unit(stage: Stage | SourceStage, unit: Unit, chain_hash: str) -> UnitRec
     except BaseException:
         io.artifacts.abort()
         raise
+    unexpected = [s for s in rejected if s.rejection.reason == "stage_exception"]
+    if len(unexpected) >= 2 and len(unexpected) > MAX_UNEXPECTED_ERROR_RATE * len(rows):
+        raise StageFailed(
+            f"stage '{stage.name}' failed on {len(unexpected)} of {len(rows)} samples of unit {unit.id}; "
+            f"first ({unexpected[0].key}): {unexpected[0].rejection.detail}"
+        )
     crash_point(f"{stage.name}:artifacts-committed")
     write_rejected(rejected, out / paths["rejected_file"])
     write_rows(kept, out / paths["file"])

@@ -66,3 +66,22 @@ def test_new_input_adds_units_without_redoing_old_ones(tmp_path, run_pipeline, s
     assert summary["render"]["ran"] == len(StageManifest.load(out, "render").units) - len(before)
     after = StageManifest.load(out, "render").units
     assert all(after[u] == r for u, r in before.items())
+
+
+class Broken(Stage):
+    """A bug: every sample raises. The stage must stop, not reject the whole dataset."""
+
+    name = "broken"
+
+    def process_batch(self, batch, io):
+        return [undefined_name for _ in batch]  # noqa: F821
+
+
+def test_a_systematic_bug_stops_the_stage(tmp_path: Path):
+    from groundedit.runner import StageFailed
+
+    write_rows(_samples(["a", "b", "c"]), tmp_path / "in.parquet")
+    stage = Broken(StageSpec(stage="broken", batch_size=2), RunContext(out=tmp_path, input=tmp_path))
+    with pytest.raises(StageFailed, match="NameError"):
+        run_unit(stage, Unit(id="u", fingerprint="f", rows=3, input_file=tmp_path / "in.parquet"), "chain")
+    assert not (tmp_path / "data").exists(), "nothing committed"

@@ -11,7 +11,9 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from groundedit import masks
-from groundedit.imaging import SampleError, decode_rgb, encode_jpeg, encode_mask_png
+import numpy as np
+
+from groundedit.imaging import SampleError, decode_image, encode_jpeg, encode_mask_png
 from groundedit.overlay import MASK_OPACITY, draw_grounding
 from groundedit.records import Sample
 from groundedit.stages.base import Stage, UnitIO
@@ -39,17 +41,19 @@ class RenderStage(Stage):
 
     def _render(self, s: Sample, io: UnitIO) -> Sample:
         src = s.source
-        rgb = decode_rgb(read_blob(src.image), max_pixels=src.width * src.height)
-        if rgb.shape[:2] != (src.height, src.width):
+        image = decode_image(read_blob(src.image), max_pixels=src.width * src.height)
+        if image.size != (src.width, src.height):
             raise SampleError(
-                "image_size_changed",
-                f"decoded {rgb.shape[1]}x{rgb.shape[0]}, ingest saw {src.width}x{src.height}",
+                "image_size_changed", f"decoded {image.size}, ingest saw {src.width}x{src.height}"
             )
-        mask = masks.decode(s.target.mask)
-        grounded = draw_grounding(rgb, mask, s.target.box_xyxy, opacity=self.params.mask_opacity)
         q = self.params.jpeg_quality
+        src_jpg = encode_jpeg(image, q)
+        mask = masks.decode(s.target.mask)
+        grounded = draw_grounding(
+            np.array(image), mask, s.target.box_xyxy, self.params.mask_opacity, in_place=True
+        )
         refs = {
-            "src.jpg": io.artifacts.add(f"{s.key}.src.jpg", encode_jpeg(rgb, q)),
+            "src.jpg": io.artifacts.add(f"{s.key}.src.jpg", src_jpg),
             "grounded.jpg": io.artifacts.add(f"{s.key}.grounded.jpg", encode_jpeg(grounded, q)),
             "mask.png": io.artifacts.add(f"{s.key}.mask.png", encode_mask_png(mask)),
         }
