@@ -61,7 +61,11 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="ge-bench-") as tmp:
         tmp = Path(tmp)
         write_sa1b_fixture(
-            tmp / "input", images=args.images, images_per_tar=args.images, size=(args.width, args.height), objects=(12, 24)
+            tmp / "input",
+            images=args.images,
+            images_per_tar=args.images,
+            size=(args.width, args.height),
+            objects=(12, 24),
         )
         floor = min(floor_cpu_seconds(tmp / "input")[0] for _ in range(args.repeats))
         runs = [pipeline_cpu_seconds(tmp / "input", tmp / f"run{i}") for i in range(args.repeats)]
@@ -79,7 +83,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  floor (decode + re-encode)   {result['floor_img_per_s_per_core']:6.2f} img/s/core")
     print(f"  ingest→select→render→export  {result['chain_img_per_s_per_core']:6.2f} img/s/core")
     print(f"  ratio to floor               {result['ratio_to_floor']:6.2f}x   (goal <= 1.5x)")
-    print("  per stage (wall ms/img): " + ", ".join(f"{k} {v:.1f}" for k, v in result["stage_wall_ms_per_img"].items()))
+    print(
+        "  per stage (wall ms/img): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in result["stage_wall_ms_per_img"].items())
+    )
     return result
 
 

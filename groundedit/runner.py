@@ -24,7 +24,6 @@ from groundedit.stages.base import SourceStage, Stage, UnitIO
 from groundedit.storage import read_rows, write_rejected, write_rows
 from groundedit.tario import ArtifactPack
 
-
 # A unit whose samples mostly fail with *unexpected* exceptions points at a bug, not at bad data:
 # stop the stage instead of rejecting everything.
 MAX_UNEXPECTED_ERROR_RATE = 0.5

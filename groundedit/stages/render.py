@@ -8,11 +8,10 @@ pixels outside the box (up to the JPEG blocks the box touches).
 
 from __future__ import annotations
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from groundedit import masks
-import numpy as np
-
 from groundedit.imaging import SampleError, decode_image, encode_jpeg, encode_mask_png
 from groundedit.overlay import MASK_OPACITY, draw_grounding
 from groundedit.records import Sample
