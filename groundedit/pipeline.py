@@ -154,6 +154,7 @@ class Pipeline:
         if only is not None and only not in self.order:
             raise PipelineError(f"unknown stage '{only}' (choose from: all, {', '.join(self.order)})")
         names = [only] if only else self.order
+        self.preflight(names)
         summary = {}
         for name in names:
             i = self.order.index(name)
@@ -162,6 +163,20 @@ class Pipeline:
             else:
                 summary[name] = self._run_map(i)
         return summary
+
+    def preflight(self, names: list[str]) -> None:
+        """Stop before any work if a model the stages need cannot be had (listing every one)."""
+        from groundedit.models.hub import missing_models
+
+        refs = [(n, role, ref) for n in names for role, ref in self.specs[n].models.items()]
+        missing = missing_models(refs)
+        if missing:
+            lines = "\n  ".join(missing)
+            raise PipelineError(
+                f"models missing for profile '{self.ctx.profile}':\n  {lines}\n"
+                "get them (or point the stage specs at local copies), or use --profile tiny to run "
+                "every stage with tiny random-weight models"
+            )
 
     def _run_map(self, i: int) -> dict:
         name = self.order[i]

@@ -11,6 +11,7 @@ saved and loaded through the same :func:`torch.jit.load` path as the real file.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,9 @@ class LamaInpainter:
                 "the official big-lama checkpoint) and point stages/edit.yaml models.lama at it"
             )
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        module = torch.jit.load(str(path), map_location=device).eval()
+        with warnings.catch_warnings():  # TorchScript is deprecated, but it is the official format
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location=device).eval()
         return cls(module, device)
 
     def inpaint(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -90,8 +93,14 @@ def write_tiny_lama(out_path: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    scripted = torch.jit.script(TinyLama().eval())
     tmp = out_path.with_name(f".{out_path.name}.tmp")
-    torch.jit.save(scripted, str(tmp))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(TinyLama().eval()), str(tmp))
     tmp.replace(out_path)
     return out_path
+
+
+def build_tiny_lama(dest: Path) -> Path:
+    """Tiny-profile builder (``tiny://lama``): the scripted stand-in in ``dest``."""
+    return write_tiny_lama(Path(dest) / "big-lama.pt")
