@@ -119,5 +119,7 @@ def missing_models(refs: list[tuple[str, str, str]]) -> list[str]:
     if looks_remote and not hub_reachable():
         for stage, role, ref in looks_remote:
             hint = f"huggingface-cli download {ref}" if not ref.startswith(HF_PREFIX) else f"download {ref}"
-            missing.append(f"{stage}.{role}: {ref} (not in the Hugging Face cache; hub unreachable; `{hint}`)")
+            missing.append(
+                f"{stage}.{role}: {ref} (not in the Hugging Face cache; hub unreachable; `{hint}`)"
+            )
     return missing
