@@ -19,9 +19,19 @@ from groundedit.fixtures import annotation_json, synthetic_photo, write_sa1b_fix
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """Tiny models are built once per test session, into a session folder (not ~/.cache)."""
+    path = tmp_path_factory.mktemp("model-cache")
+    os.environ["GROUNDEDIT_CACHE"] = str(path)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    return path
+
+
 @pytest.fixture(scope="session")
-def ray_cluster():
-    """A local Ray cluster shared by every test that needs one (started once, ~3 s)."""
+def ray_cluster(model_cache):
+    """A local Ray cluster shared by every test that needs one (started once, ~3 s). Started after
+    the environment is set, so its workers see the session's model cache."""
     import ray
 
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
