@@ -1,0 +1,172 @@
+"""The answers the VLM stages accept, as pydantic models, with the checks every answer must pass.
+
+Each answer class knows how to read a raw model reply (:meth:`parse`) and which decoding
+constraint makes a reply of that shape (:meth:`constraint`). JSON answers use the paper's exact
+keys as aliases and dump with them, so records carry the paper's format. Validation context may
+carry ``edit_type``: an instruction whose type differs from the one asked for is rejected.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, Literal, Self, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from groundedit.models.chat.constraints import bounded_json_schema, single_line_regex
+from groundedit.models.chat.request import OutputConstraint
+
+EditType = Literal["color change", "remove", "replace", "add", "appearance", "others"]
+EDIT_TYPES: tuple[str, ...] = get_args(EditType)
+
+# Mentions of the overlay we drew (the red box or mask), not of real objects: anchored on "red" or
+# "bounding"/"boxed", so "the cardboard box" or "a red car" still pass. A cheap check by design.
+_MARKING = re.compile(
+    r"\bbounding[\s-]*box|\bboxed\b|\bred[\s-]+(?:bounding[\s-]+)?"
+    r"(?:box|mask|marking|mark|outline|rectangle|frame|border|overlay|highlight)(?:e?[sd])?\b"
+    r"|\b(?:highlighted|marked|outlined|enclosed|indicated|framed|masked)\s+(?:in|by|with)\s+(?:a\s+|the\s+)?red\b"
+    r"|\bthe\s+(?:highlighted|marked|outlined|masked)\s+(?:object|item|region|area|target|one)\b",
+    re.IGNORECASE,
+)
+
+
+def mentions_marking(text: str) -> bool:
+    """True when ``text`` talks about the red box/mask overlay instead of the scene."""
+    return _MARKING.search(text) is not None
+
+
+def _no_marking(value: str) -> str:
+    match = _MARKING.search(value)
+    if match is not None:
+        raise PydanticCustomError(
+            "mentions_marking", "text mentions the red box or marking: {match}", {"match": match.group(0)}
+        )
+    return value
+
+
+def extract_json_object(raw: str) -> str:
+    """The text from the first ``{`` to the last ``}``: tolerates code fences or chatter around it."""
+    start, end = raw.find("{"), raw.rfind("}")
+    return raw[start : end + 1] if 0 <= start < end else raw
+
+
+class JsonAnswer(BaseModel):
+    """Base of answers given as one JSON object."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        frozen=True,
+    )
+
+    @classmethod
+    def parse(cls, raw: str, context: dict[str, Any] | None = None) -> Self:
+        """Validate a raw reply; raises ``pydantic.ValidationError`` with a typed reason."""
+        return cls.model_validate_json(extract_json_object(raw), context=context)
+
+    @classmethod
+    def constraint(cls, max_string_chars: int) -> OutputConstraint:
+        """The JSON schema to decode with, every free-text field capped at ``max_string_chars``."""
+        return OutputConstraint(json_schema=bounded_json_schema(cls, max_string_chars))
+
+
+class SaliencyAnswer(JsonAnswer):
+    """Saliency filter verdict: 1 keeps the target (one object, precise mask, not trivial to find)."""
+
+    answer: int = Field(ge=0, le=1, strict=True)
+
+    @property
+    def keep(self) -> bool:
+        return self.answer == 1
+
+
+class ChainOfThought(JsonAnswer):
+    """The four reasoning steps: 1-2 ground the target in text, 3-4 describe the edit."""
+
+    scene_description: str = Field(alias="1_Scene_Description", min_length=1)
+    target_localization: str = Field(alias="2_Target_Localization", min_length=1)
+    editing_description: str = Field(alias="3_Editing_Description", min_length=1)
+    post_edit_description: str = Field(alias="4_Post_Edit_Description", min_length=1)
+
+    @field_validator("*")
+    @classmethod
+    def _steps_marking(cls, v: str) -> str:
+        return _no_marking(v)
+
+
+class InstructionAnswer(JsonAnswer):
+    """An editing instruction with its chain of thought, in the paper's JSON format."""
+
+    editing_type: EditType = Field(alias="Editing_Type")
+    editing_instruction: str = Field(alias="Editing_Instruction", min_length=1)
+    cot: ChainOfThought = Field(alias="CoT")
+
+    @field_validator("editing_instruction")
+    @classmethod
+    def _instruction_marking(cls, v: str) -> str:
+        return _no_marking(v)
+
+    @classmethod
+    def constraint(cls, max_string_chars: int, edit_type: str | None = None) -> OutputConstraint:
+        """As :meth:`JsonAnswer.constraint`; with ``edit_type``, ``Editing_Type`` may only be that type."""
+        schema = bounded_json_schema(cls, max_string_chars)
+        if edit_type is not None:
+            if edit_type not in EDIT_TYPES:
+                raise ValueError(f"unknown edit type {edit_type!r}; expected one of {EDIT_TYPES}")
+            schema["properties"]["Editing_Type"]["enum"] = [edit_type]
+        return OutputConstraint(json_schema=schema)
+
+    @model_validator(mode="after")
+    def _requested_type(self, info: ValidationInfo) -> Self:
+        wanted = (info.context or {}).get("edit_type")
+        if wanted is not None and self.editing_type != wanted:
+            raise PydanticCustomError(
+                "edit_type_mismatch",
+                "asked for {wanted}, got {got}",
+                {"wanted": wanted, "got": self.editing_type},
+            )
+        return self
+
+
+class QCAnswer(JsonAnswer):
+    """Quality judge scores, each 1.0-5.0: edit accuracy inside the box, and seamlessness."""
+
+    region_edit_accuracy: float = Field(alias="RegionEditAccuracy", ge=1.0, le=5.0, strict=True)
+    seamless_quality: float = Field(alias="SeamlessQuality", ge=1.0, le=5.0, strict=True)
+
+
+class RewriteAnswer(BaseModel):
+    """A paraphrased instruction: one non-empty line of plain text."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    instruction: str
+    # Quote pairs a model may wrap its whole answer in; quotes inside the text are kept.
+    quote_pairs: ClassVar[dict[str, str]] = {'"': '"', "'": "'", "`": "`", "“": "”", "‘": "’"}
+
+    @field_validator("instruction")
+    @classmethod
+    def _one_line(cls, v: str) -> str:
+        text = v.strip()
+        closing = cls.quote_pairs.get(text[:1])
+        if closing and len(text) > 1 and text.endswith(closing) and closing not in text[1:-1]:
+            text = text[1:-1].strip()
+        if not text:
+            raise PydanticCustomError("empty", "the rewrite is empty")
+        if len(text.splitlines()) != 1:
+            raise PydanticCustomError("not_one_line", "the rewrite spans several lines")
+        return _no_marking(text)
+
+    @classmethod
+    def parse(cls, raw: str, context: dict[str, Any] | None = None) -> Self:
+        """Validate a raw reply; raises ``pydantic.ValidationError`` with a typed reason."""
+        return cls.model_validate({"instruction": raw}, context=context)
+
+    @classmethod
+    def constraint(cls, max_string_chars: int) -> OutputConstraint:
+        """One line of at most ``max_string_chars`` characters."""
+        return OutputConstraint(regex=single_line_regex(max_string_chars))
