@@ -176,10 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except typer.TyperException as e:  # usage errors: bad flag, missing option, unknown command
         message = e.format_message() if hasattr(e, "format_message") else str(e)
-        console.print(f"error: {message}", markup=False, highlight=False)
+        console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except (CliError, SpecError, PipelineError, StageFailed, FileNotFoundError, ValueError) as e:
-        console.print(f"error: {e}", markup=False, highlight=False)
+        console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         return 1
     return 0
 

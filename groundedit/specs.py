@@ -81,9 +81,12 @@ class StageSpec(BaseModel):
 
 
 def _merge(base: dict, override: dict) -> dict:
+    """Overlay a profile on a spec: sections (``resources``, ``models``, ``params``) merge key by key,
+    and each value inside a section is replaced whole — a profile that sets
+    ``params.backend_options`` sets all of it, never half of the base's."""
     out = dict(base)
     for k, v in override.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 

@@ -33,10 +33,10 @@ def test_errors_are_one_line_and_nonzero(cli, args, message, tmp_path):
 
 def test_single_stage_needs_its_upstream(cli, sa1b_input, tmp_path):
     out = tmp_path / "run"
-    proc = cli("run", "--stage", "render", "--input", str(sa1b_input), "--out", str(out), "--profile", "tiny",
+    proc = cli("run", "--stage", "select", "--input", str(sa1b_input), "--out", str(out), "--profile", "tiny",
                "--executor", "local", check=False)  # fmt: skip
     assert proc.returncode == 1
-    assert "needs 'select' finished" in proc.stderr
+    assert "needs 'ingest' finished" in proc.stderr
 
 
 @pytest.mark.slow
@@ -48,7 +48,7 @@ def test_stage_by_stage_then_status(cli, sa1b_input, tmp_path):
     table = cli("status", "--out", str(out)).stdout
     rows = {line.split()[1]: line for line in table.splitlines() if line.startswith("│")}
     assert "done" in rows["ingest"] and "done" in rows["select"]
-    assert "not started" in rows["render"] and "not started" in rows["export"]
+    assert "not started" in rows["saliency"] and "not started" in rows["export"]
     assert "12" in rows["ingest"]
     cli("run", "--stage", "all", *common)
     table = cli("status", "--out", str(out)).stdout

@@ -18,9 +18,20 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def hostile_run(hostile_input, tmp_path_factory, run_pipeline, shard_reader):
+    """The model-free spine (ingest → select → render → export) over the hostile folder: input
+    handling is what is under test, so no model stage may drop the good samples."""
+    import shutil
+
+    from groundedit.specs import stages_dir
+
     d, expect = hostile_input
+    specs = tmp_path_factory.mktemp("hostile-specs") / "stages"
+    shutil.copytree(stages_dir(), specs)
+    (specs / "pipeline.yaml").write_text("order: [ingest, select, render, export]\n")
     out = tmp_path_factory.mktemp("hostile-run")
-    run_pipeline(d, out)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GROUNDEDIT_STAGES_DIR", str(specs))
+        run_pipeline(d, out)
     rejected = {r["key"]: r for r in pq.read_table(out / "rejected.parquet").to_pylist()}
     return out, expect, rejected, shard_reader(out)
 

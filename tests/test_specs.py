@@ -46,3 +46,10 @@ def test_stage_params_reject_unknown_keys():
 
     with pytest.raises(ValidationError):
         STAGES["select"].Params.model_validate({"min_area_fraction": 0.1})
+
+
+def test_profile_replaces_parameter_values_whole():
+    paper, tiny = load_spec("instruct", "paper"), load_spec("instruct", "tiny")
+    assert "tensor_parallel_size" in paper.params["backend_options"]
+    assert tiny.params["backend_options"] == {"batch_size": 8}
+    assert tiny.params["max_attempts"] == paper.params["max_attempts"]

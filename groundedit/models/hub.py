@@ -28,6 +28,8 @@ HF_PREFIX = "hf://"
 # name -> "module:function"; the function takes a destination folder and returns the path to load.
 TINY_BUILDERS: dict[str, str] = {
     "lama": "groundedit.models.lama:build_tiny_lama",
+    "qwen2_5_vl": "groundedit.models.chat.tiny:write_tiny_qwen25_vl",
+    "qwen3": "groundedit.models.chat.tiny:write_tiny_qwen3",
 }
 
 

@@ -5,11 +5,25 @@ from __future__ import annotations
 from groundedit.stages.base import BaseStage, RunContext, SinkStage, SourceStage, Stage, UnitIO
 from groundedit.stages.export import ExportStage
 from groundedit.stages.ingest import IngestStage
+from groundedit.stages.instruct import InstructionWriter
+from groundedit.stages.qc import QualityJudge
 from groundedit.stages.render import RenderStage
+from groundedit.stages.rewrite import InstructionRewriter
+from groundedit.stages.saliency import SaliencyFilter
 from groundedit.stages.select import SelectStage
 
 STAGES: dict[str, type[BaseStage]] = {
-    cls.name: cls for cls in (IngestStage, SelectStage, RenderStage, ExportStage)
+    cls.name: cls
+    for cls in (
+        IngestStage,
+        SelectStage,
+        SaliencyFilter,
+        RenderStage,
+        InstructionWriter,
+        InstructionRewriter,
+        QualityJudge,
+        ExportStage,
+    )
 }
 
 __all__ = ["STAGES", "BaseStage", "RunContext", "SinkStage", "SourceStage", "Stage", "UnitIO"]

@@ -1,0 +1,37 @@
+"""Pixels of a sample: its decoded source photo, a rendered artifact, its target mask."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from groundedit import masks
+from groundedit.imaging import SampleError, decode_image
+from groundedit.records import Sample
+from groundedit.tario import read_blob
+
+
+def source_image(s: Sample) -> Image.Image:
+    """The source photo as 8-bit RGB, EXIF orientation applied, checked against ingest's size."""
+    src = s.source
+    image = decode_image(read_blob(src.image), max_pixels=max(1, src.width * src.height))
+    if image.size != (src.width, src.height):
+        raise SampleError("image_size_changed", f"decoded {image.size}, ingest saw {src.width}x{src.height}")
+    return image
+
+
+def artifact_image(s: Sample, name: str, out: Path) -> Image.Image:
+    """An image a stage wrote for this sample (``src.jpg``, ``edited.jpg``, …) as RGB."""
+    if name not in s.artifacts:
+        raise SampleError("artifact_missing", f"{name} was not produced for {s.key}")
+    return decode_image(
+        read_blob(s.artifacts[name], out), max_pixels=max(1, s.source.width * s.source.height)
+    )
+
+
+def target_mask(s: Sample) -> np.ndarray:
+    if s.target is None:
+        raise SampleError("no_target", "the sample has no selected target")
+    return masks.decode(s.target.mask)
