@@ -197,7 +197,7 @@ def test_nothing_invalid_reaches_the_shards(sa1b_input, tmp_path, run_pipeline, 
         t = r.user.split("Edit type: ")[1].split("\n")[0]
         bad = [
             "{oops",
-            '{"Editing_Type": "%s"}' % t,
+            json.dumps({"Editing_Type": t}),
             json.dumps(GOOD_INSTRUCTION).replace("{t}", t).replace("cup", "red box"),
         ]
         return bad[n % 3] if n % 4 else json.dumps(GOOD_INSTRUCTION).replace("{t}", t)
