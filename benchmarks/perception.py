@@ -95,6 +95,20 @@ def build(config: str, device: torch.device, dtype: torch.dtype, args) -> tuple[
     return tagger, grounder
 
 
+def _timed(obj, method: str, totals: dict[str, float]) -> None:
+    """Accumulate wall time of ``obj.method`` into ``totals[method]`` (both end with a device->host copy)."""
+    inner = getattr(obj, method)
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            totals[method] += time.perf_counter() - start
+
+    setattr(obj, method, wrapper)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -114,7 +128,12 @@ def run(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     tag_s = ground_s = 0.0
     objects = 0
+    parts = {"detect": 0.0, "segment": 0.0}
+    _timed(grounder.detector, "detect", parts)
+    _timed(grounder.segmenter, "segment", parts)
     for n, batch in enumerate(batches):  # batch 0 warms up and is not timed
+        if n == 1:
+            parts.update(detect=0.0, segment=0.0)
         _sync(device)
         start = time.perf_counter()
         tags = tagger.tag(batch, max_tags=args.tags)
@@ -143,6 +162,12 @@ def run(args) -> dict:
         "tag_images_per_s": round(timed / tag_s, 3),
         "ground_images_per_s": round(timed / ground_s, 3),
         "tag_and_ground_images_per_s": round(timed / (tag_s + ground_s), 3),
+        "ms_per_image": {
+            "tag": round(1000 * tag_s / timed, 1),
+            "ground_detect": round(1000 * parts["detect"] / timed, 1),
+            "ground_segment": round(1000 * parts["segment"] / timed, 1),
+            "ground_other": round(1000 * (ground_s - parts["detect"] - parts["segment"]) / timed, 1),
+        },
     }
     if device.type == "cuda":
         report["weights_gib"] = round(weights_gib, 2)
