@@ -122,6 +122,9 @@ class Provenance(_Record):
     prompt_hash: str | None = None
     seed: int | None = None
     sampling: dict[str, float | int | str] | None = None
+    counts: dict[str, int] | None = Field(
+        None, description="stage-specific counts, e.g. dropped candidates by reason"
+    )
     version: str
 
 
@@ -220,6 +223,7 @@ class ExportProvenance(_Strict):
     prompt_hash: str | None
     seed: _Int | None
     sampling: dict[str, float | int | str] | None
+    counts: dict[str, _Int] | None = None
     version: str
 
 

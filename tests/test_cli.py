@@ -33,7 +33,7 @@ def test_errors_are_one_line_and_nonzero(cli, args, message, tmp_path):
 
 def test_single_stage_needs_its_upstream(cli, sa1b_input, tmp_path):
     out = tmp_path / "run"
-    proc = cli("run", "--stage", "select", "--input", str(sa1b_input), "--out", str(out), "--profile", "tiny",
+    proc = cli("run", "--stage", "tag", "--input", str(sa1b_input), "--out", str(out), "--profile", "tiny",
                "--executor", "local", check=False)  # fmt: skip
     assert proc.returncode == 1
     assert "needs 'ingest' finished" in proc.stderr
@@ -43,11 +43,11 @@ def test_single_stage_needs_its_upstream(cli, sa1b_input, tmp_path):
 def test_stage_by_stage_then_status(cli, sa1b_input, tmp_path):
     out = tmp_path / "run"
     common = ["--input", str(sa1b_input), "--out", str(out), "--profile", "tiny", "--executor", "local"]
-    for stage in ("ingest", "select"):
+    for stage in ("ingest", "tag"):
         cli("run", "--stage", stage, *common)
     table = cli("status", "--out", str(out)).stdout
     rows = {line.split()[1]: line for line in table.splitlines() if line.startswith("│")}
-    assert "done" in rows["ingest"] and "done" in rows["select"]
+    assert "done" in rows["ingest"] and "done" in rows["tag"]
     assert "not started" in rows["saliency"] and "not started" in rows["export"]
     assert "12" in rows["ingest"]
     cli("run", "--stage", "all", *common)

@@ -135,3 +135,32 @@ def test_rejected_sidecar_accounts_for_every_input(runs, sa1b_input, shard_reade
     assert len(kept) + len(dropped) == 12
     for r in rejected:
         assert r["stage"] and r["reason"]
+
+
+@pytest.fixture(scope="module")
+def plain_folder(sa1b_input, tmp_path_factory):
+    """The fixture's photos as a plain image folder: no annotations at all."""
+    import tarfile
+
+    d = tmp_path_factory.mktemp("plain")
+    for shard in sorted(sa1b_input.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for m in tar:
+                if m.name.endswith(".jpg"):
+                    (d / m.name.replace("sa_", "photo-")).write_bytes(tar.extractfile(m).read())
+    return d
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_plain_images_get_candidates_from_tag_and_ground(
+    plain_folder, tmp_path, run_pipeline, shard_reader, executor, ray_cluster
+):
+    out = tmp_path / "run"
+    run_pipeline(plain_folder, out, executor=executor)
+    samples = shard_reader(out)
+    assert samples, "plain photos reach the shards"
+    for members in samples.values():
+        doc = json.loads(members["json"])
+        assert doc["source"]["dataset"] == "images"
+        assert doc["target"]["candidate_source"] == "grounded-sam"
+        assert doc["target"]["label"] in doc["tags"]

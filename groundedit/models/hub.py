@@ -30,6 +30,9 @@ TINY_BUILDERS: dict[str, str] = {
     "lama": "groundedit.models.lama:build_tiny_lama",
     "qwen2_5_vl": "groundedit.models.chat.tiny:write_tiny_qwen25_vl",
     "qwen3": "groundedit.models.chat.tiny:write_tiny_qwen3",
+    "ram_plus": "groundedit.models.perception.tiny:write_tiny_ram_plus",
+    "grounding_dino": "groundedit.models.perception.tiny:write_tiny_grounding_dino",
+    "sam": "groundedit.models.perception.tiny:write_tiny_sam",
 }
 
 
@@ -42,6 +45,13 @@ def _builder(name: str):
         raise ValueError(f"unknown tiny model '{name}' (known: {', '.join(sorted(TINY_BUILDERS))})")
     module, func = TINY_BUILDERS[name].split(":")
     return getattr(importlib.import_module(module), func)
+
+
+def quiet_loading() -> None:
+    """Silence transformers' per-tensor loading bars (they would bury the run's progress display)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def tiny_path(name: str) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from groundedit.stages.base import BaseStage, RunContext, SinkStage, SourceStage, Stage, UnitIO
 from groundedit.stages.export import ExportStage
+from groundedit.stages.ground import GroundStage
 from groundedit.stages.ingest import IngestStage
 from groundedit.stages.instruct import InstructionWriter
 from groundedit.stages.qc import QualityJudge
@@ -11,11 +12,14 @@ from groundedit.stages.render import RenderStage
 from groundedit.stages.rewrite import InstructionRewriter
 from groundedit.stages.saliency import SaliencyFilter
 from groundedit.stages.select import SelectStage
+from groundedit.stages.tag import TagStage
 
 STAGES: dict[str, type[BaseStage]] = {
     cls.name: cls
     for cls in (
         IngestStage,
+        TagStage,
+        GroundStage,
         SelectStage,
         SaliencyFilter,
         RenderStage,

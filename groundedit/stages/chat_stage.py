@@ -36,15 +36,13 @@ class ChatStage(Stage):
     model_role: ClassVar[str] = "vlm"
 
     def setup(self) -> None:
-        from transformers.utils import logging as hf_logging
-
         from groundedit.models.chat import load_prompt, make_backend
-        from groundedit.models.hub import resolve
+        from groundedit.models.hub import quiet_loading, resolve
         from groundedit.specs import prompts_dir
 
         if self.spec.backend is None or self.model_role not in self.spec.models:
             raise ValueError(f"stage {self.name}: spec needs 'backend' and models.{self.model_role}")
-        hf_logging.disable_progress_bar()  # per-tensor loading bars would bury the run's progress
+        quiet_loading()
         model = resolve(self.spec.models[self.model_role])
         self.backend = make_backend(self.spec.backend, model=model, **self.params.backend_options)
         self.backend.setup()

@@ -59,8 +59,11 @@ class ScriptedBackend:
 @pytest.fixture(scope="module")
 def selected(sa1b_input, tmp_path_factory, run_pipeline):
     out = tmp_path_factory.mktemp("vlm")
-    run_pipeline(sa1b_input, out, stage="ingest")
-    run_pipeline(sa1b_input, out, stage="select")
+    from groundedit.specs import load_pipeline
+
+    order = load_pipeline()
+    for stage in order[: order.index("select") + 1]:
+        run_pipeline(sa1b_input, out, stage=stage)
     samples = [
         s for p in sorted((out / "data" / "select").glob("*-?????.parquet")) for s in read_rows(p, Sample)
     ]
