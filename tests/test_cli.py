@@ -33,8 +33,20 @@ def test_errors_are_one_line_and_nonzero(cli, args, message, tmp_path):
 
 def test_single_stage_needs_its_upstream(cli, sa1b_input, tmp_path):
     out = tmp_path / "run"
-    proc = cli("run", "--stage", "tag", "--input", str(sa1b_input), "--out", str(out), "--profile", "tiny",
-               "--executor", "local", check=False)  # fmt: skip
+    proc = cli(
+        "run",
+        "--stage",
+        "tag",
+        "--input",
+        str(sa1b_input),
+        "--out",
+        str(out),
+        "--profile",
+        "tiny",
+        "--executor",
+        "local",
+        check=False,
+    )
     assert proc.returncode == 1
     assert "needs 'ingest' finished" in proc.stderr
 

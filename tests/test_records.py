@@ -22,19 +22,34 @@ def test_cot_uses_the_papers_keys():
         }
     )
     assert list(cot.model_dump(by_alias=True)) == [
-        "1_Scene_Description", "2_Target_Localization", "3_Editing_Description", "4_Post_Edit_Description"
-    ]  # fmt: skip
+        "1_Scene_Description",
+        "2_Target_Localization",
+        "3_Editing_Description",
+        "4_Post_Edit_Description",
+    ]
 
 
 def _export_doc(**over):
     doc = {
         "key": "sa_1",
         "source": {"dataset": "sa1b", "image_id": "1", "file_name": "sa_1.jpg", "width": 10, "height": 10},
-        "target": {"label": None, "candidate_source": "sa1b", "box_xyxy": [1, 2, 3, 4], "box_1000": [[100, 200], [300, 400]],
-                   "area": 3, "score": 0.9, "mask": "mask.png"},
-        "tags": [], "edit_type": None, "instructions": None, "cot": None, "scores": {}, "members": ["json"],
+        "target": {
+            "label": None,
+            "candidate_source": "sa1b",
+            "box_xyxy": [1, 2, 3, 4],
+            "box_1000": [[100, 200], [300, 400]],
+            "area": 3,
+            "score": 0.9,
+            "mask": "mask.png",
+        },
+        "tags": [],
+        "edit_type": None,
+        "instructions": None,
+        "cot": None,
+        "scores": {},
+        "members": ["json"],
         "provenance": [],
-    }  # fmt: skip
+    }
     doc.update(over)
     return doc
 
@@ -56,8 +71,12 @@ def test_export_record_is_strict():
 def test_reject_returns_a_marked_copy():
     from groundedit.records import BlobRef, Source
 
-    s = Sample(key="k", source=Source(dataset="images", image_id="k", file_name="k.jpg", width=1, height=1,
-                                      image=BlobRef(path="/x")))  # fmt: skip
+    s = Sample(
+        key="k",
+        source=Source(
+            dataset="images", image_id="k", file_name="k.jpg", width=1, height=1, image=BlobRef(path="/x")
+        ),
+    )
     r = s.reject("select", "no_eligible_target", "none")
     assert s.rejection is None and r.rejection == Rejection(
         stage="select", reason="no_eligible_target", detail="none"

@@ -18,9 +18,17 @@ from groundedit.tario import (
 
 @pytest.mark.parametrize(
     ("name", "unsafe"),
-    [("a.jpg", False), ("./a.jpg", False), ("d/a.jpg", False), ("../x.jpg", True), ("a/../../x", True),
-     ("/etc/passwd", True), ("C:/x.jpg", True), ("a..b.jpg", False)],
-)  # fmt: skip
+    [
+        ("a.jpg", False),
+        ("./a.jpg", False),
+        ("d/a.jpg", False),
+        ("../x.jpg", True),
+        ("a/../../x", True),
+        ("/etc/passwd", True),
+        ("C:/x.jpg", True),
+        ("a..b.jpg", False),
+    ],
+)
 def test_unsafe_member_names(name, unsafe):
     assert (unsafe_member_reason(name) is not None) == unsafe
 

@@ -51,11 +51,18 @@ class GroundStage(Stage):
         quiet_loading()
         p = self.params
         self.grounder = Grounder.from_pretrained(
-            resolve(self.spec.models["dino"]), resolve(self.spec.models["sam"]), dtype=p.dtype,
-            box_threshold=p.box_threshold, text_threshold=p.text_threshold, nms_iou=p.nms_iou,
-            min_mask_score=p.min_mask_score, max_objects=p.max_objects, max_text_tokens=p.max_text_tokens,
-            dino_batch_size=p.dino_batch_size, sam_batch_size=p.sam_batch_size,
-        )  # fmt: skip
+            resolve(self.spec.models["dino"]),
+            resolve(self.spec.models["sam"]),
+            dtype=p.dtype,
+            box_threshold=p.box_threshold,
+            text_threshold=p.text_threshold,
+            nms_iou=p.nms_iou,
+            min_mask_score=p.min_mask_score,
+            max_objects=p.max_objects,
+            max_text_tokens=p.max_text_tokens,
+            dino_batch_size=p.dino_batch_size,
+            sam_batch_size=p.sam_batch_size,
+        )
 
     def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
         out: list[Sample | None] = [None] * len(batch)
@@ -109,6 +116,6 @@ class GroundStage(Stage):
                     score=round(float(obj.box_score), 4),
                     text_score=round(float(obj.text_score), 4),
                     predicted_iou=round(float(obj.mask_score), 4),
-                )  # fmt: skip
+                )
             )
         return found, matched

@@ -38,8 +38,13 @@ class QualityJudge(ChatStage):
                 out[i] = s.reject(self.name, e.reason, e.detail)
                 continue
             instruction = s.instructions.rewritten or s.instructions.original
-            req = qc_request(self.template, Image.fromarray(before), Image.fromarray(after), instruction,
-                             self.sampling(s.key))  # fmt: skip
+            req = qc_request(
+                self.template,
+                Image.fromarray(before),
+                Image.fromarray(after),
+                instruction,
+                self.sampling(s.key),
+            )
             asks.append((i, req))
         results = ask_validated(self.backend, [r for _, r in asks], QCAnswer, self.params.max_attempts)
         p = self.params

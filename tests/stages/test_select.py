@@ -19,8 +19,18 @@ def _sample(key: str, n: int = 8) -> Sample:
     for i in range(n):
         m = np.zeros((100, 100), bool)
         m[i * 10 : i * 10 + 8, 10 : 10 + 5 * (i + 2)] = True
-        cands.append(Candidate(id=str(i), source="sa1b", box_xyxy=masks.bbox_of(m), mask=masks.encode(m),
-                               area=int(m.sum()), score=0.95, predicted_iou=0.95, stability_score=0.95))  # fmt: skip
+        cands.append(
+            Candidate(
+                id=str(i),
+                source="sa1b",
+                box_xyxy=masks.bbox_of(m),
+                mask=masks.encode(m),
+                area=int(m.sum()),
+                score=0.95,
+                predicted_iou=0.95,
+                stability_score=0.95,
+            )
+        )
     src = Source(
         dataset="sa1b", image_id=key, file_name=f"{key}.jpg", width=100, height=100, image=BlobRef(path="/x")
     )

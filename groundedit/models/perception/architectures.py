@@ -45,9 +45,13 @@ def grounding_dino_config(size: Size, vocab_size: int):
 
     if size == "full":
         backbone = SwinConfig(
-            image_size=384, embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], window_size=12,
+            image_size=384,
+            embed_dim=128,
+            depths=[2, 2, 18, 2],
+            num_heads=[4, 8, 16, 32],
+            window_size=12,
             out_indices=[2, 3, 4],
-        )  # fmt: skip
+        )
         text = BertConfig(vocab_size=vocab_size)
         return GroundingDinoConfig(backbone_config=backbone, text_config=text)
     backbone = SwinConfig(
@@ -94,9 +98,17 @@ def sam_config(size: Size):
         )
         return SamConfig(vision_config=vision)
     vision = dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=TINY_SAM_SIZE, patch_size=16,
-        output_channels=16, window_size=2, global_attn_indexes=[1], mlp_dim=64, num_pos_feats=8,
-    )  # fmt: skip
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=TINY_SAM_SIZE,
+        patch_size=16,
+        output_channels=16,
+        window_size=2,
+        global_attn_indexes=[1],
+        mlp_dim=64,
+        num_pos_feats=8,
+    )
     prompt = dict(hidden_size=16, image_size=TINY_SAM_SIZE, patch_size=16, mask_input_channels=4)
     decoder = dict(
         hidden_size=16, mlp_dim=32, num_hidden_layers=2, num_attention_heads=2, iou_head_hidden_dim=16

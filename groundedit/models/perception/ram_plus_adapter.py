@@ -33,12 +33,25 @@ _SHARED += ("wordvec_proj.weight", "wordvec_proj.bias", "fc.weight", "fc.bias")
 # transformers renamed Swin's attention modules in v5; either layout is accepted, picked by what the
 # installed SwinModel actually has.
 _SWIN_LAYOUTS = (
-    {"q": "attention.q_proj", "k": "attention.k_proj", "v": "attention.v_proj", "o": "attention.o_proj",
-     "table": "attention.relative_position_bias.relative_position_bias_table", "fc1": "mlp.fc1", "fc2": "mlp.fc2"},
-    {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-     "o": "attention.output.dense", "table": "attention.self.relative_position_bias_table",
-     "fc1": "intermediate.dense", "fc2": "output.dense"},
-)  # fmt: skip
+    {
+        "q": "attention.q_proj",
+        "k": "attention.k_proj",
+        "v": "attention.v_proj",
+        "o": "attention.o_proj",
+        "table": "attention.relative_position_bias.relative_position_bias_table",
+        "fc1": "mlp.fc1",
+        "fc2": "mlp.fc2",
+    },
+    {
+        "q": "attention.self.query",
+        "k": "attention.self.key",
+        "v": "attention.self.value",
+        "o": "attention.output.dense",
+        "table": "attention.self.relative_position_bias_table",
+        "fc1": "intermediate.dense",
+        "fc2": "output.dense",
+    },
+)
 
 
 class RamPlusCheckpointError(ValueError):
