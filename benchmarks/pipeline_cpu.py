@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
+import yaml
 from PIL import Image
 
 from groundedit.executors import LocalExecutor
@@ -24,6 +27,7 @@ from groundedit.imaging import encode_jpeg
 from groundedit.manifest import StageManifest
 from groundedit.pipeline import Pipeline
 from groundedit.scan import scan_input
+from groundedit.specs import stages_dir
 from groundedit.stages import RunContext
 from groundedit.tario import read_blob
 
@@ -36,6 +40,16 @@ def floor_cpu_seconds(input_dir: Path) -> tuple[float, int]:
         rgb = Image.open(io.BytesIO(data)).convert("RGB")
         encode_jpeg(__import__("numpy").asarray(rgb))
     return time.process_time() - start, len(blobs)
+
+
+def model_free_specs(directory: Path) -> Path:
+    """The shipped specs, with the stage order cut to the model-free chain and SA-1B candidates."""
+    shutil.copytree(stages_dir(), directory)
+    (directory / "pipeline.yaml").write_text("order: [ingest, select, render, export]\n")
+    select = yaml.safe_load((directory / "select.yaml").read_text())
+    select["params"]["sources"] = ["sa1b"]
+    (directory / "select.yaml").write_text(yaml.safe_dump(select))
+    return directory
 
 
 def pipeline_cpu_seconds(input_dir: Path, out: Path) -> tuple[float, dict[str, float]]:
@@ -60,6 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ge-bench-") as tmp:
         tmp = Path(tmp)
+        os.environ["GROUNDEDIT_STAGES_DIR"] = str(model_free_specs(tmp / "stages"))
         write_sa1b_fixture(
             tmp / "input",
             images=args.images,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -141,7 +142,8 @@ def status(out: Path = typer.Option(..., "--out", help="run folder")) -> None:
         table.add_row(
             st.stage, state, units, str(st.rows_in), str(st.kept), str(sum(st.rejected.values())), reasons
         )
-    Console().print(table)
+    # Wide enough for the reasons column even when stdout is not a terminal (rich would assume 80).
+    Console(width=max(140, shutil.get_terminal_size().columns)).print(table)
 
 
 @app.command()

@@ -283,7 +283,7 @@ class Pipeline:
             )
             if i == len(self.order) - 1:
                 st.units_done = len(m.extra.get("shards", []))
-                st.kept = sum(s["samples"] for s in m.extra.get("shards", []))
+                st.kept = st.rows_in = sum(s["samples"] for s in m.extra.get("shards", []))
                 st.detail = f"{st.units_done} shards"
             if m.chain_hash != self.chain[name]:
                 st.state, st.detail = "stale", "spec, prompt or seed changed"

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from groundedit.editing import crop_window
 from groundedit.records import EDIT_TYPES, ExportRecord
 from groundedit.schema import MANIFESTS_DIR
+from groundedit.specs import load_pipeline, load_spec
 
 pytestmark = pytest.mark.slow
 
@@ -33,9 +35,9 @@ def test_shards_read_with_webdataset(runs, executor):
     urls = sorted(str(p) for p in (runs[executor] / "shards").glob("*.tar"))
     assert urls
     rows = list(wds.WebDataset(urls, shardshuffle=False).decode("pil"))
-    assert len(rows) >= 4
+    assert len(rows) >= 2
     for row in rows:
-        assert {"src.jpg", "grounded.jpg", "mask.png", "json"} <= set(row)
+        assert {"src.jpg", "grounded.jpg", "edited.jpg", "mask.png", "json"} <= set(row)
         assert row["src.jpg"].size == row["grounded.jpg"].size == row["mask.png"].size
         assert row["json"]["key"] == row["__key__"]
 
@@ -99,6 +101,20 @@ def test_records_masks_and_overlays(runs, executor, shard_reader):
         )
         # inside the mask the overlay is red at 50 % opacity
         assert (grounded[mask][:, 0].astype(int) - src[mask][:, 0]).mean() > 20
+        # the edit stays inside its crop: the box plus the context margin (and the removal dilation)
+        edited = np.asarray(Image.open(io.BytesIO(members["edited.jpg"])))
+        p = load_spec("edit", "tiny").params
+        cx1, cy1, cx2, cy2 = crop_window(
+            (x1, y1, x2, y2), w, h, p["margin_frac"], p["min_margin"] + p["removal_dilation"]
+        )
+        crop = np.zeros((h, w), bool)
+        crop[
+            max(0, cy1 // 16 * 16 - 1) : -(-cy2 // 16) * 16 + 1,
+            max(0, cx1 // 16 * 16 - 1) : -(-cx2 // 16) * 16 + 1,
+        ] = True
+        assert np.array_equal(src[~crop], edited[~crop]), "edited.jpg equals src.jpg outside the edit crop"
+        assert doc["scores"]["ega"] is not None and doc["scores"]["region_edit_accuracy"] is not None
+        assert [p["stage"] for p in doc["provenance"]] == load_pipeline()[:-1]
 
 
 def test_same_targets_across_executors(runs, shard_reader):
@@ -115,7 +131,7 @@ def test_shard_layout_and_stats(runs):
     for p in shards:
         stats = json.loads(p.with_suffix(".stats.json").read_text())
         assert stats["bytes"] == p.stat().st_size
-        assert stats["samples"] <= 4  # tiny profile's shard_max_samples
+        assert stats["samples"] <= 2  # tiny profile's shard_max_samples
         import tarfile
 
         with tarfile.open(p) as tar:

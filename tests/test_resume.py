@@ -16,6 +16,8 @@ CRASH_POINTS = [
     "select:unit-written@1",  # worker: kept/rejected Parquet renamed, record not yet returned
     "render:artifacts-committed@2",  # artifact tar in place, Parquet files not yet
     "render:unit-done@3",
+    "edit:artifacts-committed@2",  # edited images packed, unit not yet written
+    "edit:unit-done@3",
     "export:shard-written@1",  # shard + stats written, next shard not started
     "export:shard-written@2",
 ]

@@ -33,6 +33,7 @@ TINY_BUILDERS: dict[str, str] = {
     "ram_plus": "groundedit.models.perception.tiny:write_tiny_ram_plus",
     "grounding_dino": "groundedit.models.perception.tiny:write_tiny_grounding_dino",
     "sam": "groundedit.models.perception.tiny:write_tiny_sam",
+    "bagel": "groundedit.models.bagel.tiny:write_tiny_bagel",
 }
 
 

@@ -59,7 +59,9 @@ class LamaInpainter:
         import torch
 
         h, w = mask.shape
-        image = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        image = (
+            torch.from_numpy(np.array(rgb, copy=True)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        )
         m = torch.from_numpy(mask.astype(np.float32)).to(self.device)[None, None]
         with torch.inference_mode():
             out = self.module(_pad_to(image, PAD_MULTIPLE), _pad_to(m, PAD_MULTIPLE))[..., :h, :w]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from groundedit.stages.base import BaseStage, RunContext, SinkStage, SourceStage, Stage, UnitIO
+from groundedit.stages.edit import EditStage
 from groundedit.stages.export import ExportStage
 from groundedit.stages.ground import GroundStage
 from groundedit.stages.ingest import IngestStage
@@ -25,6 +26,7 @@ STAGES: dict[str, type[BaseStage]] = {
         RenderStage,
         InstructionWriter,
         InstructionRewriter,
+        EditStage,
         QualityJudge,
         ExportStage,
     )

@@ -21,7 +21,10 @@ from groundedit.stages.base import Stage, UnitIO
 class SelectParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sources: list[CandidateSource] = Field(
-        default_factory=lambda: ["sa1b", "grounded-sam"], description="candidate sources to draw from"
+        default_factory=lambda: ["grounded-sam"], description="candidate sources to draw from"
+    )
+    source_priority: bool = Field(
+        False, description="draw from the first listed source that has an eligible candidate, not from all"
     )
     min_area_frac: float = Field(0.002, ge=0, le=1, description="smallest mask, as a share of the image")
     max_area_frac: float = Field(0.2, ge=0, le=1, description="largest mask: big targets are too salient")
@@ -62,6 +65,9 @@ class SelectStage(Stage):
     def _select(self, s: Sample) -> Sample:
         area = s.source.width * s.source.height
         pool = sorted((c for c in s.candidates if self.eligible(c, area)), key=lambda c: (c.source, c.id))
+        if self.params.source_priority and pool:
+            first = next(src for src in self.params.sources if any(c.source == src for c in pool))
+            pool = [c for c in pool if c.source == first]
         slim = {"candidates": [], "num_candidates": len(s.candidates)}
         if not pool:
             detail = f"{len(s.candidates)} candidates, none within the thresholds"

@@ -78,3 +78,13 @@ def test_sources_filter(source):
     s = _sample("k")
     out = _stage(0, sources=[source]).process_batch([s], io=None)[0]
     assert (out.rejection is None) == (source == "sa1b")
+
+
+def test_source_priority_falls_back_to_the_next_source():
+    s = _sample("k")
+    grounded = [c.model_copy(update={"source": "grounded-sam", "id": f"g{c.id}"}) for c in s.candidates]
+    both = s.model_copy(update={"candidates": s.candidates + grounded})
+    stage = _stage(0, sources=["sa1b", "grounded-sam"], source_priority=True)
+    assert stage.process_batch([both], io=None)[0].target.source == "sa1b"
+    only_grounded = s.model_copy(update={"candidates": grounded})
+    assert stage.process_batch([only_grounded], io=None)[0].target.source == "grounded-sam"

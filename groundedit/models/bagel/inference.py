@@ -63,7 +63,7 @@ class BagelEditor:
         images: list[Image.Image],
         instructions: list[str],
         *,
-        seed: int = 0,
+        seed: int | list[int] = 0,
         steps: int = 50,
         cfg_text_scale: float = 4.0,
         cfg_img_scale: float = 2.0,
@@ -79,10 +79,14 @@ class BagelEditor:
         """Edit each image by its instruction; up to ``batch_size`` edits share every forward.
 
         Edit i draws its randomness from a generator seeded with ``seed + i`` (VAE posterior sample, then
-        the starting noise), so an edit's result does not depend on the rest of the batch.
+        the starting noise), or with ``seed[i]`` when ``seed`` is a list, so an edit's result does not
+        depend on the rest of the batch.
         """
         if len(images) != len(instructions):
             raise ValueError(f"{len(images)} images but {len(instructions)} instructions")
+        seeds = list(seed) if isinstance(seed, list) else [seed + i for i in range(len(images))]
+        if len(seeds) != len(images):
+            raise ValueError(f"{len(seeds)} seeds for {len(images)} images")
         if steps < 2:
             raise ValueError("steps must be at least 2")
         guidance = Guidance(
@@ -94,7 +98,7 @@ class BagelEditor:
             results += self._edit_batch(
                 images[chunk],
                 instructions[chunk],
-                seed + start,
+                seeds[chunk],
                 steps,
                 timestep_shift,
                 guidance,
@@ -130,13 +134,13 @@ class BagelEditor:
         both = self._append_text(full + no_image, instructions * 2)
         return both[:n], no_text, both[n:]
 
-    def _edit_batch(self, images, instructions, seed, steps, shift, guidance, think_prompt, max_think):
+    def _edit_batch(self, images, instructions, seeds, steps, shift, guidance, think_prompt, max_think):
         model, cfg, dev = self.model, self.config, self.model.device
         sources = [to_rgb(im) for im in images]
         vae_images = [resize(im, cfg.vae_image) for im in sources]
         vit_inputs = [to_tensor(resize(im, cfg.vit_image)) for im in vae_images]
         # One generator per edit, drawn in the official order: VAE posterior sample, then starting noise.
-        generators = [torch.Generator().manual_seed(seed + i) for i in range(len(images))]
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
         latents = [
             self.vae.encode(to_tensor(im)[None].to(dev, self.vae.dtype), generator=g)[0]
             for im, g in zip(vae_images, generators, strict=True)

@@ -1,0 +1,100 @@
+"""The edit stage on tiny Bagel and tiny LaMa: confinement, metrics, rejections, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from groundedit.editing import crop_window, dilate
+from groundedit.records import Instructions, Sample
+from groundedit.specs import load_pipeline, load_spec
+from groundedit.stages import RunContext, UnitIO
+from groundedit.stages.edit import EditStage
+from groundedit.storage import read_rows
+from groundedit.tario import ArtifactPack
+
+
+@pytest.fixture(scope="module")
+def selected(sa1b_input, tmp_path_factory, run_pipeline):
+    out = tmp_path_factory.mktemp("edit")
+    order = load_pipeline()
+    for stage in order[: order.index("select") + 1]:
+        run_pipeline(sa1b_input, out, stage=stage)
+    samples = [
+        s for p in sorted((out / "data" / "select").glob("*-?????.parquet")) for s in read_rows(p, Sample)
+    ]
+    return out, samples[:6]
+
+
+@pytest.fixture(scope="module")
+def stage(selected):
+    out, _ = selected
+    st = EditStage(load_spec("edit", "tiny"), RunContext(out=out, input=out, seed=0, profile="tiny"))
+    st.setup()
+    return st
+
+
+def _as(s: Sample, edit_type: str) -> Sample:
+    return s.model_copy(
+        update={"edit_type": edit_type, "instructions": Instructions(original="x", rewritten="make it blue")}
+    )
+
+
+def test_bagel_edits_change_nothing_outside_the_crop(stage, selected):
+    from groundedit.pixels import source_image
+
+    _, samples = selected
+    batch = [_as(s, "color change") for s in samples[:3]]
+    src = {i: np.asarray(source_image(s)) for i, s in enumerate(batch)}
+    p = stage.params
+    crops = [(i, crop_window(s.target.box_xyxy, src[i].shape[1], src[i].shape[0], p.margin_frac, p.min_margin))
+             for i, s in enumerate(batch)]  # fmt: skip
+    edited = stage._edit_crops(batch, src, crops)
+    for i, (x1, y1, x2, y2) in crops:
+        outside = np.ones(src[i].shape[:2], bool)
+        outside[y1:y2, x1:x2] = False
+        assert np.array_equal(edited[i][outside], src[i][outside])
+        assert not np.array_equal(edited[i], src[i])
+    again = stage._edit_crops(
+        batch[::-1], {0: src[2], 1: src[1], 2: src[0]}, [(2 - i, c) for i, c in crops[::-1]]
+    )
+    assert all(np.array_equal(edited[i], again[2 - i]) for i in range(3)), (
+        "same edit whatever the batch order"
+    )
+
+
+def test_removal_changes_nothing_outside_the_dilated_mask(stage, selected):
+    from groundedit import masks
+    from groundedit.pixels import source_image
+
+    _, samples = selected
+    s = _as(samples[0], "remove")
+    rgb = np.asarray(source_image(s))
+    out = stage._remove(rgb, masks.decode(s.target.mask), s)
+    grown = dilate(masks.decode(s.target.mask), stage.params.removal_dilation)
+    assert np.array_equal(out[~grown], rgb[~grown]) and not np.array_equal(out[grown], rgb[grown])
+
+
+def test_metrics_are_recorded_and_thresholds_reject(stage, selected, tmp_path):
+    _, samples = selected
+    batch = [_as(s, t) for s, t in zip(samples[:4], ["remove", "replace", "add", "remove"], strict=True)]
+    io = UnitIO(unit="u", out=tmp_path, artifacts=ArtifactPack(tmp_path, "data/edit/u.tar"))
+    results = stage.process_batch(batch, io)
+    io.artifacts.commit()
+    for r in results:
+        assert r.scores.ega is not None and 0 <= r.scores.ega <= 1
+        assert r.scores.change_inside > 0
+        assert (r.rejection is None) == ("edited.jpg" in r.artifacts)
+    strict = EditStage(
+        stage.spec.model_copy(update={"params": {**stage.spec.params, "min_ega": 1.0}}), stage.ctx
+    )
+    strict.editor, strict.inpainter = stage.editor, stage.inpainter
+    rejected = strict.process_batch(batch[1:2], io)[0]
+    assert rejected.rejection.reason == "edit_outside_target" and "EGA" in rejected.rejection.detail
+
+
+def test_feather_wider_than_margin_is_a_spec_error():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="feather"):
+        EditStage.Params(feather=40, min_margin=8)
