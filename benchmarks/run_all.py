@@ -7,10 +7,20 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # benchmarks import each other (edit_cpu_side uses bagel_edit.build)
 # (module file, argv) — CPU-sized settings; each prints its own ratios against a same-run baseline.
 BENCHMARKS = [
     ("pipeline_cpu.py", ["--images", "16"]),
+    ("edit_cpu_side.py", ["--config", "tiny", "--device", "cpu"]),
+    ("perception.py", ["--config", "tiny", "--device", "cpu"]),
+    ("bagel_edit.py", ["--config", "tiny", "--device", "cpu"]),
 ]
+
+
+def _takes_argv(fn) -> bool:
+    import inspect
+
+    return bool(inspect.signature(fn).parameters)
 
 
 def main() -> int:
@@ -19,7 +29,8 @@ def main() -> int:
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        module.main(argv)
+        sys.argv = [str(path), *argv]  # for benchmarks whose main() reads sys.argv
+        module.main(argv) if _takes_argv(module.main) else module.main()
         print()
     return 0
 

@@ -74,20 +74,35 @@ class EditMetrics:
     changed_pixels: int
 
 
-def edit_metrics(src: np.ndarray, edited: np.ndarray, box, threshold: int) -> EditMetrics:
+def edit_metrics(
+    src: np.ndarray, edited: np.ndarray, box, threshold: int, region: Box | None = None
+) -> EditMetrics:
     """Compare before/after; a pixel counts as changed when any channel moves by more than
-    ``threshold`` (0..255)."""
+    ``threshold`` (0..255). ``region`` (xyxy) promises that nothing outside it differs — the edit
+    stage passes its crop — so only that window is compared."""
     h, w = src.shape[:2]
-    x1, y1, x2, y2 = (min(max(round(float(v)), 0), lim) for v, lim in zip(box, (w, h, w, h), strict=True))
-    absdiff = np.abs(src.astype(np.int16) - edited.astype(np.int16))
+    x1, y1, x2, y2 = _clip(box, w, h)
+    rx1, ry1, rx2, ry2 = _clip(region, w, h) if region is not None else (0, 0, w, h)
+    a, b = src[ry1:ry2, rx1:rx2], edited[ry1:ry2, rx1:rx2]
+    absdiff = np.maximum(a, b) - np.minimum(a, b)  # uint8 throughout: no int16 copies
     changed = absdiff.max(axis=-1) > threshold
     total = int(changed.sum())
-    inside_changed = int(changed[y1:y2, x1:x2].sum())
+    bx1, by1, bx2, by2 = max(x1, rx1) - rx1, max(y1, ry1) - ry1, min(x2, rx2) - rx1, min(y2, ry2) - ry1
+    inside = changed[by1:by2, bx1:bx2]
+    inside_changed = int(inside.sum()) if inside.size else 0
     box_area = (x2 - x1) * (y2 - y1)
     outside_area = h * w - box_area
+    box_diff = np.maximum(src[y1:y2, x1:x2], edited[y1:y2, x1:x2]) - np.minimum(
+        src[y1:y2, x1:x2], edited[y1:y2, x1:x2]
+    )
     return EditMetrics(
         ega=inside_changed / total if total else 0.0,
         change_outside=(total - inside_changed) / outside_area if outside_area else 0.0,
-        change_inside=float(absdiff[y1:y2, x1:x2].mean() / 255.0) if box_area else 0.0,
+        change_inside=float(box_diff.mean() / 255.0) if box_area else 0.0,
         changed_pixels=total,
     )
+
+
+def _clip(box, w: int, h: int) -> Box:
+    x1, y1, x2, y2 = (min(max(round(float(v)), 0), lim) for v, lim in zip(box, (w, h, w, h), strict=True))
+    return x1, y1, x2, y2

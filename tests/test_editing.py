@@ -60,3 +60,12 @@ def test_ega_and_leakage_on_hand_made_pairs():
     assert edit_metrics(src, edited, box, threshold=10).changed_pixels == 20
     nothing = edit_metrics(src, src, box, threshold=10)
     assert (nothing.ega, nothing.change_inside, nothing.changed_pixels) == (0.0, 0.0, 0)
+
+
+def test_region_hint_gives_the_same_numbers():
+    rng = np.random.default_rng(3)
+    src = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    edited = src.copy()
+    edited[10:30, 12:40] = rng.integers(0, 256, (20, 28, 3), dtype=np.uint8)
+    box = (15, 12, 35, 25)
+    assert edit_metrics(src, edited, box, 10) == edit_metrics(src, edited, box, 10, region=(12, 10, 40, 30))

@@ -67,7 +67,7 @@ class EditStage(Stage):
     def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
         out: list[Sample | None] = [None] * len(batch)
         sources: dict[int, np.ndarray] = {}
-        edited: dict[int, np.ndarray] = {}
+        edited: dict[int, tuple[np.ndarray, tuple[int, int, int, int]]] = {}  # result, window it changed
         to_edit: list[tuple[int, tuple[int, int, int, int]]] = []
         for i, s in enumerate(batch):
             try:
@@ -90,11 +90,13 @@ class EditStage(Stage):
             except SampleError as e:
                 out[i] = s.reject(self.name, e.reason, e.detail)
         edited.update(self._edit_crops(batch, sources, to_edit))
-        for i, result in edited.items():
-            out[i] = self._checked(batch[i], sources[i], result, io)
+        for i, (result, window) in edited.items():
+            out[i] = self._checked(batch[i], sources[i], result, window, io)
         return out
 
-    def _remove(self, rgb: np.ndarray, mask: np.ndarray, s: Sample) -> np.ndarray:
+    def _remove(
+        self, rgb: np.ndarray, mask: np.ndarray, s: Sample
+    ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
         p = self.params
         grown = dilate(mask, p.removal_dilation)
         x1, y1, x2, y2 = crop_window(
@@ -102,9 +104,9 @@ class EditStage(Stage):
         )
         result = rgb.copy()
         result[y1:y2, x1:x2] = self.inpainter.inpaint(rgb[y1:y2, x1:x2], grown[y1:y2, x1:x2])
-        return result
+        return result, (x1, y1, x2, y2)
 
-    def _edit_crops(self, batch, sources, to_edit) -> dict[int, np.ndarray]:
+    def _edit_crops(self, batch, sources, to_edit) -> dict[int, tuple[np.ndarray, tuple[int, int, int, int]]]:
         if not to_edit:
             return {}
         p = self.params
@@ -125,13 +127,13 @@ class EditStage(Stage):
             batch_size=p.editor_batch_size,
         )
         return {
-            i: blend(sources[i], np.asarray(im.convert("RGB")), crop, p.feather)
+            i: (blend(sources[i], np.asarray(im.convert("RGB")), crop, p.feather), crop)
             for (i, crop), im in zip(order, results, strict=True)
         }
 
-    def _checked(self, s: Sample, src: np.ndarray, result: np.ndarray, io: UnitIO) -> Sample:
+    def _checked(self, s: Sample, src: np.ndarray, result: np.ndarray, window, io: UnitIO) -> Sample:
         p = self.params
-        m = edit_metrics(src, result, s.target.box_xyxy, p.change_threshold)
+        m = edit_metrics(src, result, s.target.box_xyxy, p.change_threshold, region=window)
         scores = s.scores.model_copy(
             update={
                 "ega": round(m.ega, 4),

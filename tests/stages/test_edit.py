@@ -47,18 +47,22 @@ def test_bagel_edits_change_nothing_outside_the_crop(stage, selected):
     batch = [_as(s, "color change") for s in samples[:3]]
     src = {i: np.asarray(source_image(s)) for i, s in enumerate(batch)}
     p = stage.params
-    crops = [(i, crop_window(s.target.box_xyxy, src[i].shape[1], src[i].shape[0], p.margin_frac, p.min_margin))
-             for i, s in enumerate(batch)]  # fmt: skip
+    crops = [
+        (i, crop_window(s.target.box_xyxy, src[i].shape[1], src[i].shape[0], p.margin_frac, p.min_margin))
+        for i, s in enumerate(batch)
+    ]
     edited = stage._edit_crops(batch, src, crops)
     for i, (x1, y1, x2, y2) in crops:
+        result, window = edited[i]
+        assert window == (x1, y1, x2, y2)
         outside = np.ones(src[i].shape[:2], bool)
         outside[y1:y2, x1:x2] = False
-        assert np.array_equal(edited[i][outside], src[i][outside])
-        assert not np.array_equal(edited[i], src[i])
+        assert np.array_equal(result[outside], src[i][outside])
+        assert not np.array_equal(result, src[i])
     again = stage._edit_crops(
         batch[::-1], {0: src[2], 1: src[1], 2: src[0]}, [(2 - i, c) for i, c in crops[::-1]]
     )
-    assert all(np.array_equal(edited[i], again[2 - i]) for i in range(3)), (
+    assert all(np.array_equal(edited[i][0], again[2 - i][0]) for i in range(3)), (
         "same edit whatever the batch order"
     )
 
@@ -70,7 +74,7 @@ def test_removal_changes_nothing_outside_the_dilated_mask(stage, selected):
     _, samples = selected
     s = _as(samples[0], "remove")
     rgb = np.asarray(source_image(s))
-    out = stage._remove(rgb, masks.decode(s.target.mask), s)
+    out, _ = stage._remove(rgb, masks.decode(s.target.mask), s)
     grown = dilate(masks.decode(s.target.mask), stage.params.removal_dilation)
     assert np.array_equal(out[~grown], rgb[~grown]) and not np.array_equal(out[grown], rgb[grown])
 
