@@ -22,7 +22,7 @@ test-fast:
 
 demo:
 	$(BIN)/groundedit fixture --out $(DEMO_DIR)/input --images 12
-	$(BIN)/groundedit run --stage all --input $(DEMO_DIR)/input --out $(DEMO_DIR)/run --profile tiny --executor local
+	$(BIN)/groundedit run --stage all --input $(DEMO_DIR)/input --out $(DEMO_DIR)/run --profile tiny
 	$(BIN)/groundedit status --out $(DEMO_DIR)/run
 
 lint:

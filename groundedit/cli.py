@@ -115,7 +115,7 @@ def run(
         ex.close()
     shards = ctx.out / "shards"
     if shards.is_dir():
-        console.print(f"shards: {shards}   rejected: {ctx.out / 'rejected.parquet'}")
+        console.print(f"shards: {shards}   rejected: {ctx.out / 'rejected.parquet'}", soft_wrap=True)
 
 
 @app.command()
