@@ -35,3 +35,17 @@ def target_mask(s: Sample) -> np.ndarray:
     if s.target is None:
         raise SampleError("no_target", "the sample has no selected target")
     return masks.decode(s.target.mask)
+
+
+def decode_batch(batch: list[Sample], stage: str) -> tuple[list[Sample | None], list[np.ndarray], list[int]]:
+    """Decode every sample's source for a model stage: ``(out, images, where)`` where ``out`` holds
+    the rejections of undecodable samples (None elsewhere) and ``images[k]`` is ``batch[where[k]]``."""
+    out: list[Sample | None] = [None] * len(batch)
+    images, where = [], []
+    for i, s in enumerate(batch):
+        try:
+            images.append(np.asarray(source_image(s)))
+            where.append(i)
+        except SampleError as e:
+            out[i] = s.reject(stage, e.reason, e.detail)
+    return out, images, where

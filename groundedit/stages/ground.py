@@ -16,8 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from groundedit import masks
-from groundedit.imaging import SampleError
-from groundedit.pixels import source_image
+from groundedit.pixels import decode_batch
 from groundedit.records import Candidate, Sample
 from groundedit.stages.base import Stage, UnitIO
 
@@ -65,14 +64,7 @@ class GroundStage(Stage):
         )
 
     def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
-        out: list[Sample | None] = [None] * len(batch)
-        images, where = [], []
-        for i, s in enumerate(batch):
-            try:
-                images.append(np.asarray(source_image(s)))
-                where.append(i)
-            except SampleError as e:
-                out[i] = s.reject(self.name, e.reason, e.detail)
+        out, images, where = decode_batch(batch, self.name)
         tags = [[t.name for t in batch[i].tags] for i in where]
         results = self.grounder.ground(images, tags) if images else []
         for i, res in zip(where, results, strict=True):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from groundedit.imaging import SampleError
-from groundedit.pixels import source_image
+from groundedit.pixels import decode_batch
 from groundedit.records import Sample, Tag
 from groundedit.stages.base import Stage, UnitIO
 
@@ -41,14 +39,7 @@ class TagStage(Stage):
         )
 
     def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
-        out: list[Sample | None] = [None] * len(batch)
-        images, where = [], []
-        for i, s in enumerate(batch):
-            try:
-                images.append(np.asarray(source_image(s)))
-                where.append(i)
-            except SampleError as e:
-                out[i] = s.reject(self.name, e.reason, e.detail)
+        out, images, where = decode_batch(batch, self.name)
         for i, tags in zip(
             where, self.tagger.tag(images, max_tags=self.params.max_tags) if images else [], strict=True
         ):
