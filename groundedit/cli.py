@@ -80,7 +80,6 @@ def run(
 ) -> None:
     """Run the pipeline (or one stage) over INPUT into OUT, resuming what is finished."""
     from groundedit.executors import EXECUTORS, make_executor
-    from groundedit.manifest import RunInfo
     from groundedit.pipeline import Pipeline
     from groundedit.stages import RunContext
 
@@ -109,7 +108,6 @@ def run(
             pipe = Pipeline(ctx, ex, on_event=_ProgressView(progress))
             if stage != "all" and stage not in pipe.order:
                 raise CliError(f"unknown stage '{stage}' (choose from: all, {', '.join(pipe.order)})")
-            RunInfo(input=str(ctx.input), profile=profile, seed=seed, limit=limit).save(ctx.out)
             pipe.run(None if stage == "all" else stage)
     finally:
         ex.close()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from groundedit.executors import Executor, LocalExecutor
 from groundedit.faults import crash_point
-from groundedit.manifest import StageManifest, UnitRecord, digest
+from groundedit.manifest import RunInfo, StageManifest, UnitRecord, digest
 from groundedit.runner import Unit, unit_paths
 from groundedit.specs import SpecError, StageSpec, load_pipeline, load_spec
 from groundedit.stages import STAGES, RunContext, SinkStage, SourceStage, Stage
@@ -154,7 +154,9 @@ class Pipeline:
         if only is not None and only not in self.order:
             raise PipelineError(f"unknown stage '{only}' (choose from: all, {', '.join(self.order)})")
         names = [only] if only else self.order
-        self.preflight(names)
+        self.preflight(names)  # before anything is written
+        c = self.ctx
+        RunInfo(input=str(c.input), profile=c.profile, seed=c.seed, limit=c.limit).save(c.out)
         summary = {}
         for name in names:
             i = self.order.index(name)

@@ -177,12 +177,10 @@ def _run_pipeline(
     input_path: Path, out: Path, executor: str = "local", seed: int = 0, stage: str | None = None
 ):
     from groundedit.executors import make_executor
-    from groundedit.manifest import RunInfo
     from groundedit.pipeline import Pipeline
     from groundedit.stages import RunContext
 
     ctx = RunContext(out=out, input=input_path, seed=seed, profile="tiny")
-    RunInfo(input=str(input_path), profile="tiny", seed=seed).save(out)
     ex = make_executor(executor)
     try:
         return Pipeline(ctx, ex).run(stage)

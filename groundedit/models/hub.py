@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 
 TINY_PREFIX = "tiny://"
+WEIGHT_FILES = {".pt", ".pth", ".ckpt", ".bin", ".safetensors"}  # a ref with one of these is a local file
 HF_PREFIX = "hf://"
 
 # name -> "module:function"; the function takes a destination folder and returns the path to load.
@@ -124,9 +125,13 @@ def missing_models(refs: list[tuple[str, str, str]]) -> list[str]:
             continue
         if Path(ref).exists():
             continue
-        is_hf = ref.startswith(HF_PREFIX) or (ref.count("/") == 1 and not ref.startswith((".", "/", "~")))
+        is_hf = ref.startswith(HF_PREFIX) or (
+            ref.count("/") == 1
+            and not ref.startswith((".", "/", "~"))
+            and Path(ref).suffix not in WEIGHT_FILES
+        )
         if not is_hf:
-            missing.append(f"{stage}.{role}: {ref} (local path not found)")
+            missing.append(f"{stage}.{role}: {ref} (local file not found)")
         elif not _in_hf_cache(ref):
             looks_remote.append((stage, role, ref))
     if looks_remote and not hub_reachable():

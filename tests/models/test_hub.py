@@ -33,7 +33,7 @@ def test_missing_models_are_listed_with_a_hint(tmp_path, monkeypatch):
     )
     assert len(lines) == 2
     assert any("ByteDance-Seed/BAGEL-7B-MoT" in line and "huggingface-cli download" in line for line in lines)
-    assert any("./nope.pt (local path not found)" in line for line in lines)
+    assert any("./nope.pt (local file not found)" in line for line in lines)
 
 
 def test_pipeline_preflight_stops_before_any_work(tmp_path, monkeypatch, sa1b_input):
