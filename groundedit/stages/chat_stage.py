@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from groundedit.records import Provenance, Sample
+from groundedit.seeding import sampling_seed
 from groundedit.stages.base import Stage
-from groundedit.stages.select import draw_seed
 
 
 class ChatParams(BaseModel):
@@ -58,7 +58,7 @@ class ChatStage(Stage):
         from groundedit.models.chat import Sampling
 
         p = self.params
-        seed = draw_seed(self.ctx.seed, f"{self.name}:{key}") & 0x7FFFFFFF
+        seed = sampling_seed(self.ctx.seed, f"{self.name}:{key}")
         return Sampling(max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p, seed=seed)
 
     def answered(self, s: Sample, outcome, update: dict) -> Sample:

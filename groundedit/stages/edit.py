@@ -19,8 +19,8 @@ from groundedit.editing import blend, crop_window, dilate, edit_metrics
 from groundedit.imaging import SampleError, encode_jpeg
 from groundedit.pixels import source_image, target_mask
 from groundedit.records import Sample
+from groundedit.seeding import sampling_seed
 from groundedit.stages.base import Stage, UnitIO
-from groundedit.stages.select import draw_seed
 
 
 class EditParams(BaseModel):
@@ -115,7 +115,7 @@ class EditStage(Stage):
         )  # similar sizes together
         crops = [Image.fromarray(sources[i][y1:y2, x1:x2]) for i, (x1, y1, x2, y2) in order]
         texts = [batch[i].instructions.rewritten or batch[i].instructions.original for i, _ in order]
-        seeds = [draw_seed(self.ctx.seed, f"edit:{batch[i].key}") & 0x7FFFFFFF for i, _ in order]
+        seeds = [sampling_seed(self.ctx.seed, f"edit:{batch[i].key}") for i, _ in order]
         results = self.editor.edit(
             crops,
             texts,

@@ -18,9 +18,9 @@ from groundedit.imaging import SampleError
 from groundedit.overlay import draw_box
 from groundedit.pixels import source_image
 from groundedit.records import EDIT_TYPES, CoT, EditType, Instructions, Sample
+from groundedit.seeding import draw_seed
 from groundedit.stages.base import UnitIO
 from groundedit.stages.chat_stage import ChatParams, ChatStage
-from groundedit.stages.select import draw_seed
 
 # GroundEdit-45K's type counts (paper Fig. 2), folded into our six types.
 PAPER_EDIT_TYPE_WEIGHTS: dict[str, float] = {

@@ -7,7 +7,6 @@ after selection; ``num_candidates`` keeps its size.
 
 from __future__ import annotations
 
-import hashlib
 import random
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from groundedit import masks
 from groundedit.imaging import SampleError
 from groundedit.records import Candidate, CandidateSource, Sample
+from groundedit.seeding import draw_seed
 from groundedit.stages.base import Stage, UnitIO
 
 
@@ -32,11 +32,6 @@ class SelectParams(BaseModel):
     min_predicted_iou: float = Field(0.85, ge=0, le=1, description="SA-1B candidates only")
     min_stability_score: float = Field(0.9, ge=0, le=1, description="SA-1B candidates only")
     min_box_side: int = Field(8, ge=1, description="smallest box side in pixels")
-
-
-def draw_seed(seed: int, key: str) -> int:
-    """Per-sample generator seed: a stable hash of the run seed and the sample key."""
-    return int.from_bytes(hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest(), "big")
 
 
 class SelectStage(Stage):
