@@ -215,3 +215,38 @@ def shard_reader():
 def cli():
     """``cli(*args, env=None, check=True)``: run the groundedit CLI in a fresh process group."""
     return run_cli
+
+
+def copy_stages(
+    dest: Path, order: list[str] | None = None, edits: dict[str, tuple[str, str]] | None = None
+) -> Path:
+    """A copy of the stage specs for ``GROUNDEDIT_STAGES_DIR``: another stage ``order`` and/or text
+    replacements ``{stage: (old, new)}`` in its YAML."""
+    import shutil
+
+    from groundedit.specs import stages_dir
+
+    shutil.copytree(stages_dir(), dest)
+    if order is not None:
+        (dest / "pipeline.yaml").write_text(f"order: [{', '.join(order)}]\n")
+    for stage, (old, new) in (edits or {}).items():
+        text = (dest / f"{stage}.yaml").read_text()
+        assert old in text, f"{old!r} not in {stage}.yaml"
+        (dest / f"{stage}.yaml").write_text(text.replace(old, new))
+    return dest
+
+
+SPINE = ["ingest", "select", "render", "export"]
+
+
+@pytest.fixture(scope="session")
+def spine_stages(tmp_path_factory) -> Path:
+    """Specs of the model-free spine (ingest → select → render → export): fast runs of the real
+    driver, for tests about resume, staleness and crashes rather than about models."""
+    return copy_stages(tmp_path_factory.mktemp("spine") / "stages", SPINE)
+
+
+@pytest.fixture(scope="session")
+def stages_copy():
+    """``stages_copy(dest, order=None, edits=None)``: see :func:`copy_stages`."""
+    return copy_stages

@@ -1,0 +1,66 @@
+"""The Ray executor: workers get what the driver resolved; resources are checked before any work."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import pytest
+
+ISSUE_12 = "issue 12: workers get the driver's prompt text, model paths and settings"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=ISSUE_12)
+def test_workers_use_the_drivers_prompts_and_relative_model_paths(
+    ray_cluster, sa1b_input, tmp_path, run_pipeline, shard_reader, stages_copy, monkeypatch
+):
+    """The Ray cluster was started before these settings existed, so its workers can only know
+    them from the driver: a prompt folder named by GROUNDEDIT_PROMPTS_DIR and a model path relative
+    to the driver's working directory."""
+    from groundedit.models.hub import resolve
+    from groundedit.specs import prompts_dir
+
+    prompts = tmp_path / "prompts"
+    shutil.copytree(prompts_dir(), prompts)
+    text = (prompts / "saliency.md").read_text() + "\nJudge carefully.\n"
+    (prompts / "saliency.md").write_text(text)
+    work = tmp_path / "work"
+    shutil.copytree(resolve("tiny://qwen2_5_vl"), work / "models" / "vlm")
+    specs = stages_copy(
+        tmp_path / "stages",
+        order=["ingest", "select", "saliency", "render", "export"],
+        edits={"saliency": ('models: {vlm: "tiny://qwen2_5_vl"}', "models: {vlm: models/vlm}")},
+    )
+    monkeypatch.setenv("GROUNDEDIT_STAGES_DIR", str(specs))
+    monkeypatch.setenv("GROUNDEDIT_PROMPTS_DIR", str(prompts))
+    monkeypatch.chdir(work)
+    out = tmp_path / "run"
+    run_pipeline(sa1b_input, out, executor="ray")
+    want = hashlib.sha256(text.encode()).hexdigest()[:16]
+    exported = shard_reader(out)
+    assert exported
+    for members in exported.values():
+        (saliency,) = [p for p in json.loads(members["json"])["provenance"] if p["stage"] == "saliency"]
+        assert saliency["prompt_hash"] == want
+        assert saliency["models"] == ["models/vlm"]
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+@pytest.mark.xfail(strict=True, reason="issue 12: a GPU stage without GPUs fails before any work")
+def test_a_gpu_stage_without_gpus_fails_before_any_work(
+    executor, ray_cluster, spine_stages, sa1b_input, tmp_path, run_pipeline, stages_copy, monkeypatch
+):
+    from groundedit.pipeline import PipelineError
+
+    specs = stages_copy(
+        tmp_path / "stages",
+        order=["ingest", "select", "render", "export"],
+        edits={"render": ("  tiny:\n    workers: 2", "  tiny:\n    workers: 2\n    resources: {gpus: 1}")},
+    )
+    monkeypatch.setenv("GROUNDEDIT_STAGES_DIR", str(specs))
+    out = tmp_path / "run"
+    with pytest.raises(PipelineError, match=r"render.*GPU.*gpus: 0"):
+        run_pipeline(sa1b_input, out, executor=executor)
+    assert not (out / "data").exists(), "nothing was run"
