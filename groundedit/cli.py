@@ -52,7 +52,7 @@ def _root(
 
 
 class _ProgressView:
-    """Rich progress bars, one per stage: samples done/total, kept, rejected, ETA."""
+    """Rich progress bars, one per stage: units done/planned, samples kept and rejected, ETA."""
 
     def __init__(self, progress: Progress):
         self.progress = progress
@@ -61,10 +61,9 @@ class _ProgressView:
     def __call__(self, ev) -> None:
         fields = {"kept": ev.kept, "rejected": ev.rejected}
         if ev.stage not in self.tasks:
-            label = f"{ev.stage}" + (" (done)" if ev.skipped else "")
-            self.tasks[ev.stage] = self.progress.add_task(label, total=max(ev.rows_total, 1), **fields)
+            self.tasks[ev.stage] = self.progress.add_task(ev.stage, total=max(ev.units_total, 1), **fields)
         tid = self.tasks[ev.stage]
-        done = ev.rows_done if ev.rows_total else (1 if ev.kind == "done" else 0)
+        done = ev.units_done if ev.units_total else (1 if ev.kind == "done" else 0)
         self.progress.update(tid, completed=done, **fields)
 
 
@@ -105,10 +104,25 @@ def run(
         "made with; the stages they change are redone",
     ),
     ray_address: str | None = typer.Option(None, "--ray-address", help="join this Ray cluster"),
+    schedule: str = typer.Option(
+        "stream",
+        "--schedule",
+        help="'stream': every stage at once, units flowing from one to the next (stages are split "
+        "only where GPUs run short); 'stages': one stage at a time, for GPUs that cannot hold "
+        "every model",
+    ),
+    units_in_flight: int | None = typer.Option(
+        None,
+        "--units-in-flight",
+        min=1,
+        help="backpressure: at most N units between the first stage and the last (default: twice "
+        "the stages' workers, at least 8)",
+    ),
 ) -> None:
     """Run the pipeline (or one stage) over INPUT into OUT, resuming what is finished."""
     from groundedit.executors import EXECUTORS, make_executor
     from groundedit.pipeline import Pipeline
+    from groundedit.schedule import SCHEDULES
     from groundedit.settings import resolve_settings
     from groundedit.stages import RunContext
 
@@ -122,6 +136,8 @@ def run(
         )
     if executor not in EXECUTORS:
         raise CliError(f"unknown executor '{executor}' (choose from: {', '.join(EXECUTORS)})")
+    if schedule not in SCHEDULES:
+        raise CliError(f"unknown schedule '{schedule}' (choose from: {', '.join(SCHEDULES)})")
     info = resolve_settings(
         out,
         input=input,
@@ -148,7 +164,14 @@ def run(
     ex = make_executor(executor, **kwargs)
     try:
         with Progress(*columns, console=console, transient=False) as progress:
-            pipe = Pipeline(ctx, ex, on_event=_ProgressView(progress), on_notice=_notice)
+            pipe = Pipeline(
+                ctx,
+                ex,
+                on_event=_ProgressView(progress),
+                on_notice=_notice,
+                schedule=schedule,
+                window=units_in_flight,
+            )
             if stage != "all" and stage not in pipe.order:
                 raise CliError(f"unknown stage '{stage}' (choose from: all, {', '.join(pipe.order)})")
             summary = pipe.run(None if stage == "all" else stage)
@@ -163,6 +186,10 @@ def run(
     finally:
         ex.close()
     _print_summary(ctx.out, summary)
+    failed = {(name, u): err for name, s in summary.items() for u, err in s.get("quarantined", {}).items()}
+    if failed:
+        _print_quarantined(ctx.out, failed)
+        raise typer.Exit(3)
 
 
 def _first_stage() -> str:
@@ -207,12 +234,26 @@ def _print_summary(out: Path, summary: dict[str, dict]) -> None:
     )
 
 
+def _print_quarantined(out: Path, failed: dict[tuple[str, str], str]) -> None:
+    lines = [
+        f"error: {len(failed)} unit{'' if len(failed) == 1 else 's'} failed every attempt and "
+        f"{'was' if len(failed) == 1 else 'were'} set aside (the rest of the run finished); "
+        f"rerun `groundedit run --out {out}` to retry:"
+    ]
+    for (stage, unit), err in list(failed.items())[:10]:
+        lines.append(f"  {stage} {unit}: {err.splitlines()[-1] if err else 'failed'}")
+    if len(failed) > 10:
+        lines.append(f"  ... and {len(failed) - 10} more (see `groundedit status --out {out}`)")
+    console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command()
 def status(out: Path = typer.Option(..., "--out", help="run folder")) -> None:
     """Per-stage progress of a run folder, from its manifests."""
+    from groundedit.chain import StageChain
     from groundedit.manifest import RunInfo
-    from groundedit.pipeline import Pipeline
     from groundedit.stages import RunContext
+    from groundedit.status import run_status
 
     info = RunInfo.load(out)
     if info is None:
@@ -220,11 +261,10 @@ def status(out: Path = typer.Option(..., "--out", help="run folder")) -> None:
     ctx = RunContext(
         out=out.resolve(), input=Path(info.input), seed=info.seed, profile=info.profile, limit=info.limit
     )
-    pipe = Pipeline(ctx)
     table = Table(title=f"{out}  (profile {info.profile}, seed {info.seed})")
     for col in ("stage", "state", "units", "in", "kept", "rejected", "reasons"):
         table.add_column(col, justify="right" if col in ("units", "in", "kept", "rejected") else "left")
-    for st in pipe.status():
+    for st in run_status(StageChain(ctx), ctx.out):
         reasons = ", ".join(f"{k} {v}" for k, v in st.rejected.most_common())
         units = f"{st.units_done}/{st.units_planned}" if st.units_planned else str(st.units_done)
         state = f"{st.state} ({st.detail})" if st.detail else st.state

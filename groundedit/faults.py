@@ -3,8 +3,12 @@
 ``GROUNDEDIT_CRASH_AT=<point>[@<n>]`` makes the process SIGKILL itself (and its process group,
 when it leads one) the ``n``-th time it reaches ``<point>`` (default: the first). Unset, a crash
 point costs one dictionary lookup. ``GROUNDEDIT_CRASH_SIGNAL=INT`` sends SIGINT instead (what a
-terminal's Ctrl-C sends to the whole foreground group). Points are named ``<stage>:<moment>``, e.g.
-``render:unit-written`` or ``export:shard-written``.
+terminal's Ctrl-C sends to the whole foreground group). ``GROUNDEDIT_CRASH_ONCE=<file>`` fires the
+point only if ``<file>`` does not exist yet (and creates it): a Ray worker that is restarted after
+the crash counts from zero again, so this is how a test kills a worker exactly once.
+
+Points are named ``<stage>:<moment>`` (``render:unit-written``, ``export:shard-written``) or
+``run:<moment>`` for the driver. Workers receive these settings from the driver.
 """
 
 from __future__ import annotations
@@ -23,9 +27,16 @@ def crash_point(name: str) -> None:
     if point != name:
         return
     _hits[name] = _hits.get(name, 0) + 1
-    if _hits[name] >= int(count or 1):
-        sig = signal.Signals[f"SIG{os.environ.get('GROUNDEDIT_CRASH_SIGNAL', 'KILL')}"]
-        if os.getpgid(0) == os.getpid():
-            os.killpg(os.getpid(), sig)
-        else:
-            os.kill(os.getpid(), sig)
+    if _hits[name] < int(count or 1):
+        return
+    once = os.environ.get("GROUNDEDIT_CRASH_ONCE")
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    sig = signal.Signals[f"SIG{os.environ.get('GROUNDEDIT_CRASH_SIGNAL', 'KILL')}"]
+    if os.getpgid(0) == os.getpid():
+        os.killpg(os.getpid(), sig)
+    else:
+        os.kill(os.getpid(), sig)

@@ -1,9 +1,9 @@
-"""Run manifests: what each stage finished, under which configuration, with what counts.
+"""Run manifests: the run's settings (``run.json``) and each stage's summary (``<stage>.json``),
+plus the atomic-write and digest helpers every record uses.
 
-``<out>/manifests/<stage>.json`` lists the stage's completed units. A unit counts as done only if
-its record carries the stage's current chain hash (its spec hash combined with every upstream
-stage's) and the fingerprint of the input it was made from; anything else is redone. Manifests
-are replaced atomically (temp file + rename), so a kill at any point leaves the old or the new one.
+Per-unit progress is not here: each finished unit has its own commit file, written by the worker
+(:mod:`groundedit.commits`). Files are replaced atomically (temp file + rename), so a kill at any
+point leaves the old or the new one.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from groundedit import __version__
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -40,30 +39,12 @@ def digest(*parts: object) -> str:
     return h.hexdigest()[:16]
 
 
-class UnitRecord(BaseModel):
-    """One finished unit of a stage."""
+class StageSummary(BaseModel):
+    """``<out>/manifests/<stage>.json``: where a stage stood at the end of the last run that ran it.
 
-    model_config = ConfigDict(extra="forbid")
-    unit: str
-    file: str | None = Field(None, description="kept samples (Parquet), relative to the run folder")
-    rejected_file: str | None = Field(None, description="rejected samples (Parquet)")
-    artifacts: str | None = Field(None, description="artifact tar the kept samples reference")
-    rows_in: int
-    kept: int
-    rejected: dict[str, int] = Field(default_factory=dict, description="reason code -> count")
-    chain_hash: str
-    input_fingerprint: str
-    seconds: float = 0.0
-
-    @property
-    def output_fingerprint(self) -> str:
-        """Identifies this unit's output for the next stage: outputs are a function of the stage's
-        configuration and the input, so no bytes need hashing."""
-        return digest(self.chain_hash, self.input_fingerprint)
-
-
-class StageManifest(BaseModel):
-    """Progress of one stage in one run folder."""
+    Written by the driver once per run (not per unit: units are recorded by their own commits, see
+    :mod:`groundedit.commits`). ``complete`` means every planned unit has a current commit; a run
+    that changes a stage's output clears ``complete`` on every later stage."""
 
     model_config = ConfigDict(extra="forbid")
     schema_version: int = SCHEMA_VERSION
@@ -72,35 +53,37 @@ class StageManifest(BaseModel):
     chain_hash: str
     version: str = __version__
     units_planned: int = 0
+    units_done: int = Field(0, description="units with a current commit")
+    units_ran: int = Field(0, description="units this run processed (the rest were already done)")
+    units_blocked: int = Field(0, description="units whose upstream is not done")
+    units_quarantined: int = 0
+    rows_in: int = 0
+    kept: int = 0
+    rejected: dict[str, int] = Field(default_factory=dict, description="reason code -> count")
     complete: bool = False
     updated_at: str = ""
-    units: dict[str, UnitRecord] = Field(default_factory=dict)
-    extra: dict[str, object] = Field(default_factory=dict, description="stage-specific state (export cursor)")
+    shards: int | None = Field(None, description="sink: WebDataset shards written")
+    exported: int | None = Field(None, description="sink: samples in the shards")
+    rejected_rows: int | None = Field(None, description="sink: rows of rejected.parquet")
 
     @staticmethod
     def path(out: Path, stage: str) -> Path:
         return Path(out) / "manifests" / f"{stage}.json"
 
     @classmethod
-    def load(cls, out: Path, stage: str) -> StageManifest | None:
+    def load(cls, out: Path, stage: str) -> StageSummary | None:
+        """The stage's summary, or None (absent, or from an older layout this version redoes)."""
         p = cls.path(out, stage)
         if not p.is_file():
             return None
-        return cls.model_validate_json(p.read_text())
+        try:
+            return cls.model_validate_json(p.read_text())
+        except ValueError:
+            return None
 
     def save(self, out: Path) -> None:
         self.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
         atomic_write_bytes(self.path(out, self.stage), self.model_dump_json(indent=1).encode())
-
-    def totals(self) -> tuple[int, int, Counter]:
-        """(rows in, kept, rejected by reason) over finished units."""
-        rejected: Counter = Counter()
-        rows = kept = 0
-        for u in self.units.values():
-            rows += u.rows_in
-            kept += u.kept
-            rejected.update(u.rejected)
-        return rows, kept, rejected
 
 
 class RunInfo(BaseModel):

@@ -1,28 +1,40 @@
-"""The driver: plans each stage's units, skips finished ones, runs the rest on an executor, and keeps
-the manifests. Only this module (in the driver process) writes manifests.
+"""The driver: plans the run, streams units through the stages on an executor, combines the output.
 
-Staleness: each stage has a *chain hash* — its spec hash (spec + prompt, plus the seed for seeded
-stages) combined with its upstream stage's chain hash. A unit is done when its manifest record has
-the current chain hash and was made from the input its upstream unit now provides. So a changed
-spec or prompt redoes that stage and every later one; new input files add units; nothing else runs.
+What the driver does per unit is O(1) and its memory is bounded: it writes one plan row while
+planning, reads one ticket (a few hundred bytes) as the unit leaves the last stage of a wave, and
+for the sink reads the unit's commit to cut shards. Workers decide whether a unit is already done
+and write its commits (:mod:`groundedit.worker`); planning is :mod:`groundedit.planning`, the
+schedule :mod:`groundedit.schedule`, the final output :mod:`groundedit.sharding`, status
+:mod:`groundedit.status`. The driver writes one summary per stage at the end of a wave.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
+import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from groundedit.chain import StageChain
+from groundedit.commits import CommitStore
 from groundedit.executors import Executor, LocalExecutor
 from groundedit.faults import crash_point
-from groundedit.manifest import RunInfo, StageManifest, UnitRecord, digest
+from groundedit.manifest import RunInfo, StageSummary
+from groundedit.planning import PlanReader, PlanWriter, SourcePlanner
 from groundedit.runlock import run_lock
-from groundedit.runner import Unit, unit_paths
+from groundedit.runner import unit_paths
 from groundedit.scan import IMAGE_EXTENSIONS
-from groundedit.specs import SpecError, StageSpec, load_pipeline, load_spec
-from groundedit.stages import STAGES, RunContext, SinkStage, SourceStage, Stage
+from groundedit.schedule import ResourceError, check_gpus, waves, worker_resources
+from groundedit.sharding import REJECTED_DIR, OutputCombiner
+from groundedit.stages import RunContext
+from groundedit.tickets import Outcome, Ticket
+from groundedit.worker import MAX_ATTEMPTS, StageJob, run_with_env
+
+# settings a worker must see as the driver does (tiny-model cache, spec/prompt folders, HF cache)
+WORKER_ENV_PREFIXES = ("GROUNDEDIT_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_")
 
 
 class PipelineError(RuntimeError):
@@ -31,43 +43,43 @@ class PipelineError(RuntimeError):
 
 @dataclass
 class StageEvent:
-    """Progress of one stage, for a progress display."""
+    """Progress of one stage, for a progress display (units, and samples kept / rejected)."""
 
     stage: str
     kind: str  # "start" | "advance" | "done"
-    rows_total: int = 0
-    rows_done: int = 0
+    units_total: int = 0
+    units_done: int = 0
     kept: int = 0
     rejected: int = 0
-    skipped: bool = False
 
 
 @dataclass
-class StageStatus:
-    stage: str
-    state: str  # "done" | "partial" | "stale" | "not started"
-    units_done: int = 0
-    units_planned: int = 0
+class _Tally:
+    """What the units leaving a wave say about one stage."""
+
+    done: int = 0
+    ran: int = 0
+    blocked: int = 0
     rows_in: int = 0
     kept: int = 0
     rejected: Counter = field(default_factory=Counter)
-    detail: str = ""
+    quarantined: dict[str, str] = field(default_factory=dict)
+
+    def add(self, unit: str, o: Outcome) -> None:
+        if o.ok:
+            self.done += 1
+            self.ran += o.state == "ran"
+            self.rows_in += o.rows_in
+            self.kept += o.kept
+            self.rejected.update(o.rejected)
+        elif o.state == "quarantined":
+            self.quarantined[unit] = o.error or "failed"
+        else:
+            self.blocked += 1
 
 
-class _SinkProgress:
-    """Resumable state and progress reporting handed to a sink stage."""
-
-    def __init__(self, manifest: StageManifest, out: Path, emit: Callable[[int], None]):
-        self.manifest = manifest
-        self.out = out
-        self.state = manifest.extra
-        self._emit = emit
-
-    def checkpoint(self) -> None:
-        self.manifest.save(self.out)
-
-    def advance(self, n: int) -> None:
-        self._emit(n)
+def worker_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(WORKER_ENV_PREFIXES)}
 
 
 class Pipeline:
@@ -77,118 +89,60 @@ class Pipeline:
         executor: Executor | None = None,
         on_event: Callable[[StageEvent], None] | None = None,
         on_notice: Callable[[str], None] | None = None,
+        schedule: str = "stream",
+        window: int | None = None,
+        max_attempts: int = MAX_ATTEMPTS,
     ):
-        self.ctx = ctx
+        self.ctx = dataclasses.replace(
+            ctx, env={**worker_env(), **ctx.env}, run_id=ctx.run_id or uuid.uuid4().hex
+        )
         self.executor = executor or LocalExecutor()
         self.on_event = on_event or (lambda e: None)
         self.on_notice = on_notice or (lambda msg: None)
-        self.order = load_pipeline()
-        self.specs: dict[str, StageSpec] = {}
-        self.classes = {}
-        for name in self.order:
-            if name not in STAGES:
-                raise SpecError(f"stages/pipeline.yaml names unknown stage '{name}'")
-            self.specs[name] = spec = load_spec(name, ctx.profile)
-            try:
-                STAGES[name].Params.model_validate(spec.params)
-            except ValueError as e:
-                raise SpecError(f"stages/{name}.yaml (profile {ctx.profile}): {e}") from e
-            self.classes[name] = STAGES[name]
-        self._check_shape()
-        self.chain = self._chain_hashes()
-
-    def _check_shape(self) -> None:
-        kinds = [self.classes[n] for n in self.order]
-        if not issubclass(kinds[0], SourceStage) or not issubclass(kinds[-1], SinkStage):
-            raise SpecError(
-                "the pipeline must start with a source stage (ingest) and end with a sink (export)"
-            )
-        if not all(issubclass(k, Stage) for k in kinds[1:-1]):
-            raise SpecError("stages between the source and the sink must be sample-to-sample stages")
-
-    def _chain_hashes(self) -> dict[str, str]:
-        chain, prev = {}, ""
-        for name in self.order:
-            seed = self.ctx.seed if self.classes[name].uses_seed else None
-            prev = chain[name] = digest(prev, self.specs[name].spec_hash(), seed)
-        return chain
-
-    # --- planning ------------------------------------------------------------------------------
-
-    def _source_units(self, name: str) -> list[Unit]:
-        stage = self.classes[name](self.specs[name], self.ctx)
-        units = []
-        for unit_id, entries in stage.plan():
-            files = sorted(
-                {e.image.path for e in entries} | {e.annotation.path for e in entries if e.annotation}
-            )
-            stats = [(f, *_stat(f)) for f in files]
-            fp = digest([e.model_dump() for e in entries], stats)
-            units.append(Unit(id=unit_id, fingerprint=fp, rows=len(entries), entries=entries))
-        return units
-
-    def _downstream_units(self, upstream: StageManifest) -> list[Unit]:
-        return [
-            Unit(id=r.unit, fingerprint=r.output_fingerprint, rows=r.kept, input_file=self.ctx.out / r.file)
-            for r in sorted(upstream.units.values(), key=lambda r: r.unit)
-        ]
-
-    def _manifest(self, name: str) -> StageManifest:
-        m = StageManifest.load(self.ctx.out, name)
-        if m is None or m.chain_hash != self.chain[name]:
-            old = m.units if m else {}
-            m = StageManifest(stage=name, spec_hash=self.specs[name].spec_hash(), chain_hash=self.chain[name])
-            m.units = old  # kept only to delete their files if they leave the plan
-        return m
-
-    def _ready_upstream(self, i: int) -> StageManifest:
-        up = self.order[i - 1]
-        m = StageManifest.load(self.ctx.out, up)
-        if m is None or not m.complete or m.chain_hash != self.chain[up]:
-            raise PipelineError(
-                f"stage '{self.order[i]}' needs '{up}' finished with the current specs; "
-                f"run `groundedit run --stage {up}` (or --stage all) first"
-            )
-        return m
+        self.schedule = schedule
+        self.window = window
+        self.max_attempts = max_attempts
+        self.chain = StageChain(self.ctx)
+        self.order = self.chain.order
+        self.commits = CommitStore(self.ctx.out)
 
     # --- running -------------------------------------------------------------------------------
 
     def run(self, only: str | None = None) -> dict[str, dict]:
-        """Run every stage in order, or just ``only``; return per-stage summaries.
-
-        Holds the run folder's lock throughout (a second driver on the folder is refused)."""
+        """Run every stage, or just ``only``; return per-stage summaries (quarantined units in each
+        stage's ``quarantined``). Holds the run folder's lock throughout."""
         if only is not None and only not in self.order:
             raise PipelineError(f"unknown stage '{only}' (choose from: all, {', '.join(self.order)})")
         names = [only] if only else self.order
-        self.preflight(names)  # before anything is written
-        c = self.ctx
-        source = self.order[0]
-        source_units = self._source_units(source) if source in names else None
-        if source_units == []:
-            raise PipelineError(
-                f"no images found in {c.input} (looked for SA-1B sa_*.tar shards and "
-                f"{', '.join(IMAGE_EXTENSIONS)} files, recursively)"
+        self.preflight(names)
+        specs = {n: self.chain.specs[n] for n in names}
+        capacity = self.executor.capacity(any(s.resources.gpus > 0 for s in specs.values()))
+        try:
+            check_gpus(
+                specs, capacity, "this machine" if self.executor.name == "local" else "the Ray cluster"
             )
+        except ResourceError as e:
+            raise PipelineError(str(e)) from None
+        planned = self._planned_units() if self.chain.source in names else None  # before any write
 
         def takeover(holder: str) -> None:
             self.on_notice(f"taking over the run lock left by a run that did not finish ({holder})")
 
+        c = self.ctx
         with run_lock(c.out, on_takeover=takeover):
             RunInfo(input=str(c.input), profile=c.profile, seed=c.seed, limit=c.limit).save(c.out)
-            summary = {}
-            for name in names:
-                i = self.order.index(name)
-                if i == len(self.order) - 1:
-                    summary[name] = self._run_sink(i)
-                else:
-                    summary[name] = self._run_map(i, source_units if i == 0 else None)
+            self._clean_temp(names)
+            tickets = self._write_plan(planned) if planned is not None else self._saved_plan(names[0])
+            summary: dict[str, dict] = {}
+            for wave in waves(names, specs, capacity, self.schedule):
+                summary.update(self._run_wave(wave, tickets, capacity))
             return summary
 
     def preflight(self, names: list[str]) -> None:
         """Stop before any work if a model the stages need cannot be had (listing every one)."""
         from groundedit.models.hub import missing_models
 
-        refs = [(n, role, ref) for n in names for role, ref in self.specs[n].models.items()]
+        refs = [(n, role, ref) for n in names for role, ref in self.chain.specs[n].models.items()]
         missing = missing_models(refs)
         if missing:
             lines = "\n  ".join(missing)
@@ -198,143 +152,189 @@ class Pipeline:
                 "every stage with tiny random-weight models"
             )
 
-    def _run_map(self, i: int, units: list[Unit] | None = None) -> dict:
-        name = self.order[i]
-        if units is None:
-            units = self._source_units(name) if i == 0 else self._downstream_units(self._ready_upstream(i))
-        m = self._manifest(name)
-        planned = {u.id for u in units}
-        for uid in [u for u in m.units if u not in planned]:
-            _remove_unit_files(self.ctx.out, name, uid)
-            del m.units[uid]
-        pending = [u for u in units if not _is_done(m.units.get(u.id), u, self.chain[name])]
-        for u in pending:
-            m.units.pop(u.id, None)
-        m.units_planned = len(units)
-        m.complete = False
-        m.save(self.ctx.out)
-        _clean_tmp(self.ctx.out / "data" / name)
-        total = sum(u.rows for u in units)
-        ev = StageEvent(name, "start", rows_total=total, skipped=not pending)
-        _, ev.kept, rej = m.totals()
-        ev.rejected = sum(rej.values())
-        ev.rows_done = total - sum(u.rows for u in pending)
-        self.on_event(ev)
-        for rec in self.executor.map_units(
-            self.classes[name], self.specs[name], self.ctx, pending, self.chain[name]
-        ):
-            crash_point(f"{name}:unit-done")
-            m.units[rec.unit] = rec
-            m.save(self.ctx.out)
-            ev.kind, ev.rows_done = "advance", ev.rows_done + rec.rows_in
-            ev.kept += rec.kept
-            ev.rejected += sum(rec.rejected.values())
-            self.on_event(ev)
-        m.complete = True
-        m.save(self.ctx.out)
-        ev.kind = "done"
-        self.on_event(ev)
-        rows, kept, rejected = m.totals()
-        return {
-            "units": len(units),
-            "ran": len(pending),
-            "rows": rows,
-            "kept": kept,
-            "rejected": dict(rejected),
-        }
+    # --- planning ------------------------------------------------------------------------------
 
-    def _run_sink(self, i: int) -> dict:
-        name = self.order[i]
-        upstream = self._ready_upstream(i)
-        inputs = [
-            (r.unit, self.ctx.out / r.file) for r in sorted(upstream.units.values(), key=lambda r: r.unit)
-        ]
-        fp = digest(self.chain[name], [(r.unit, r.output_fingerprint) for r in upstream.units.values()])
-        m = StageManifest.load(self.ctx.out, name)
-        if m is None or m.chain_hash != self.chain[name] or m.extra.get("fingerprint") != fp:
-            m = StageManifest(stage=name, spec_hash=self.specs[name].spec_hash(), chain_hash=self.chain[name])
-            m.extra = {"fingerprint": fp, "shards": []}
-        total = sum(r.kept for r in upstream.units.values())
-        ev = StageEvent(name, "start", rows_total=total, skipped=m.complete)
-        ev.rows_done = ev.kept = total if m.complete else sum(s["samples"] for s in m.extra["shards"])
-        self.on_event(ev)
-        if not m.complete:
-            m.save(self.ctx.out)
-
-            def advance(n: int) -> None:
-                ev.kind = "advance"
-                ev.rows_done += n
-                ev.kept += n
-                self.on_event(ev)
-
-            stage = self.classes[name](self.specs[name], self.ctx)
-            stage.run(inputs, self._rejected_files(i), _SinkProgress(m, self.ctx.out, advance))
-            m.units_planned = len(m.extra["shards"])
-            m.complete = True
-            m.save(self.ctx.out)
-        ev.kind = "done"
-        self.on_event(ev)
-        shards = m.extra["shards"]
-        return {"shards": len(shards), "samples": sum(s["samples"] for s in shards)}
-
-    def _rejected_files(self, i: int) -> list[Path]:
-        files = []
-        for name in self.order[:i]:
-            m = StageManifest.load(self.ctx.out, name)
-            for r in sorted(m.units.values(), key=lambda r: r.unit):
-                if r.rejected_file and sum(r.rejected.values()):
-                    files.append(self.ctx.out / r.rejected_file)
-        return files
-
-    # --- status --------------------------------------------------------------------------------
-
-    def status(self) -> list[StageStatus]:
-        """Per-stage progress from the manifests, judged against the current specs."""
-        out = []
-        upstream: StageManifest | None = None
-        for i, name in enumerate(self.order):
-            m = StageManifest.load(self.ctx.out, name)
-            if m is None:
-                out.append(StageStatus(name, "not started"))
-                upstream = None
-                continue
-            rows, kept, rejected = m.totals()
-            st = StageStatus(
-                name, "done" if m.complete else "partial", len(m.units), m.units_planned, rows, kept, rejected
+    def _planned_units(self) -> Iterator:
+        """The source stage's units, lazily; fails now (before anything is written) on an input
+        without images."""
+        name = self.chain.source
+        stage = self.chain.classes[name](self.chain.specs[name], self.ctx)
+        units = SourcePlanner(stage, self.chain.hashes[name], self.commits).units()
+        first = next(units, None)
+        if first is None:
+            raise PipelineError(
+                f"no images found in {self.ctx.input} (looked for SA-1B sa_*.tar shards and "
+                f"{', '.join(IMAGE_EXTENSIONS)} files, recursively)"
             )
-            if i == len(self.order) - 1:
-                st.units_done = len(m.extra.get("shards", []))
-                st.kept = st.rows_in = sum(s["samples"] for s in m.extra.get("shards", []))
-                st.detail = f"{st.units_done} shard{'' if st.units_done == 1 else 's'}"
-            if m.chain_hash != self.chain[name]:
-                st.state, st.detail = "stale", "spec, prompt or seed changed"
-            elif upstream is not None and i < len(self.order) - 1:
-                current = {r.unit: r.output_fingerprint for r in upstream.units.values()}
-                if any(current.get(u.unit) != u.input_fingerprint for u in m.units.values()):
-                    st.state, st.detail = "stale", "upstream output changed"
-            out.append(st)
-            upstream = m
-        return out
+
+        def all_units():
+            yield first
+            yield from units
+
+        return all_units()
+
+    def _write_plan(self, planned: Iterator) -> list[Ticket]:
+        writer = PlanWriter(self.ctx.out)
+        tickets: list[Ticket] = []
+        try:
+            for unit, entries, stamps, fingerprint, done in planned:
+                tickets.append(writer.add(unit, len(entries), fingerprint, None if done else entries, stamps))
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        self._sweep({t.unit for t in tickets})
+        return tickets
+
+    def _saved_plan(self, first: str) -> list[Ticket]:
+        up = self.chain.previous(first)
+        summary = StageSummary.load(self.ctx.out, up) if up else None
+        plan = PlanReader(self.ctx.out)
+        if (
+            up is None
+            or summary is None
+            or not summary.complete
+            or summary.chain_hash != self.chain.hashes[up]
+            or not plan.exists()
+        ):
+            raise PipelineError(
+                f"stage '{first}' needs '{up}' finished with the current specs; "
+                f"run `groundedit run --stage {up}` (or --stage all) first"
+            )
+        return list(plan.tickets())
+
+    def _sweep(self, planned: set[str]) -> None:
+        """Forget units that left the plan (a lower --limit, a removed input file) at every stage."""
+        for name in self.order:
+            gone = {u for u in self.commits.units(name) if u not in planned}
+            data = self.ctx.out / "data" / name
+            if data.is_dir():
+                for p in data.iterdir():
+                    unit = _unit_of(p.name)
+                    if unit is not None and unit not in planned:
+                        gone.add(unit)
+            for unit in gone:
+                self.commits.forget(name, unit)
+                for rel in unit_paths(name, unit).values():
+                    (self.ctx.out / rel).unlink(missing_ok=True)
+
+    def _clean_temp(self, names: list[str]) -> None:
+        """Temp files of writers that were killed (no worker runs while the driver holds the lock)."""
+        out = self.ctx.out
+        folders = [out / "shards", out / REJECTED_DIR, out / "manifests"]
+        folders += [out / d / n for n in names for d in ("data", "commits")]
+        for folder in folders:
+            if folder.is_dir():
+                for p in folder.glob(".*.tmp-*"):
+                    shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+                for p in folder.glob(".plan.*"):
+                    shutil.rmtree(p, ignore_errors=True)
+
+    # --- one wave ------------------------------------------------------------------------------
+
+    def _jobs(self, wave: list[str], capacity: dict[str, float]) -> list[StageJob]:
+        resources = worker_resources(wave, self.chain.specs, capacity)
+        jobs = []
+        for name in wave:
+            up = self.chain.previous(name)
+            jobs.append(
+                StageJob(
+                    stage_cls=self.chain.classes[name],
+                    spec=self.chain.specs[name],
+                    ctx=self.ctx,
+                    chain_hash=self.chain.hashes[name],
+                    source=self.chain.source,
+                    upstream=up,
+                    upstream_chain=self.chain.hashes[up] if up else None,
+                    earlier=tuple(self.order[:-1]) if name == self.chain.sink else (),
+                    max_attempts=self.max_attempts,
+                    resources=resources[name],
+                )
+            )
+        return jobs
+
+    def _run_wave(
+        self, wave: list[str], tickets: list[Ticket], capacity: dict[str, float]
+    ) -> dict[str, dict]:
+        c, sink = self.ctx, self.chain.sink
+        tallies = {n: _Tally() for n in wave}
+        events = {n: StageEvent(n, "start", units_total=len(tickets)) for n in wave}
+        for ev in events.values():
+            self.on_event(ev)
+        combiner = None
+        if sink in wave:
+            params = self.chain.classes[sink].Params.model_validate(self.chain.specs[sink].params)
+
+            def call(fn, *args):
+                return self.executor.call(run_with_env, c.env, fn, *args)
+
+            combiner = OutputCombiner(c.out, sink, params, self.commits, call)
+        window = self.window or max(8, 2 * sum(self.chain.specs[n].workers for n in wave))
+        for ticket in self.executor.stream(self._jobs(wave, capacity), tickets, window):
+            for name in wave:
+                o = ticket.outcome(name)
+                tallies[name].add(ticket.unit, o)
+                ev = events[name]
+                ev.kind, ev.units_done = "advance", ev.units_done + 1
+                ev.kept, ev.rejected = tallies[name].kept, sum(tallies[name].rejected.values())
+                self.on_event(ev)
+            if combiner is not None:
+                combiner.add(ticket)
+            crash_point("run:ticket-done")
+        outputs = combiner.finish() if combiner is not None else {}
+        summary = {}
+        for name in wave:
+            t = tallies[name]
+            record = StageSummary(
+                stage=name,
+                spec_hash=self.chain.specs[name].spec_hash(),
+                chain_hash=self.chain.hashes[name],
+                units_planned=len(tickets),
+                units_done=t.done,
+                units_ran=t.ran,
+                units_blocked=t.blocked,
+                units_quarantined=len(t.quarantined),
+                rows_in=t.rows_in,
+                kept=t.kept,
+                rejected=dict(t.rejected),
+                complete=t.done == len(tickets),
+            )
+            if name == sink:
+                record.shards, record.exported = outputs["shards"], outputs["samples"]
+                record.rejected_rows = outputs["rejected_rows"]
+                record.kept = outputs["samples"]
+            record.save(c.out)
+            if t.ran:
+                self._invalidate_after(name, wave)
+            events[name].kind = "done"
+            self.on_event(events[name])
+            summary[name] = {
+                "units": len(tickets),
+                "ran": t.ran,
+                "rows": t.rows_in,
+                "kept": t.kept,
+                "rejected": dict(t.rejected),
+                "blocked": t.blocked,
+                "quarantined": dict(t.quarantined),
+            }
+            if name == sink:
+                summary[name] |= {"kept": outputs["samples"], "rejected": {}, **outputs}
+        return summary
+
+    def _invalidate_after(self, name: str, wave: list[str]) -> None:
+        """A stage that processed units may have changed its output: later stages this wave did
+        not check are no longer known to be complete."""
+        for later in self.chain.later(name):
+            if later in wave:
+                continue
+            s = StageSummary.load(self.ctx.out, later)
+            if s is not None and s.complete:
+                s.complete = False
+                s.save(self.ctx.out)
 
 
-def _is_done(rec: UnitRecord | None, unit: Unit, chain: str) -> bool:
-    return rec is not None and rec.chain_hash == chain and rec.input_fingerprint == unit.fingerprint
-
-
-def _stat(path: str) -> tuple[int, int]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return -1, -1
-    return st.st_size, st.st_mtime_ns
-
-
-def _remove_unit_files(out: Path, stage: str, unit: str) -> None:
-    for rel in unit_paths(stage, unit).values():
-        (out / rel).unlink(missing_ok=True)
-
-
-def _clean_tmp(directory: Path) -> None:
-    if directory.is_dir():
-        for p in directory.glob(".*.tmp-*"):
-            p.unlink(missing_ok=True)
+def _unit_of(filename: str) -> str | None:
+    for suffix in (".rejected.parquet", ".parquet", ".tar"):
+        if filename.endswith(suffix) and not filename.startswith("."):
+            return filename[: -len(suffix)]
+    return None

@@ -35,6 +35,11 @@ class BlobRef(_Record):
     member: str | None = None
     offset: int | None = None
     size: int | None = None
+    digest: str | None = Field(
+        None,
+        description="sha256 of the bytes (first 32 hex digits), recorded when they were written or "
+        "first read; every reader checks it, so bytes that changed since are never trusted",
+    )
 
 
 class RLE(_Record):

@@ -1,11 +1,15 @@
 """Running one unit of one stage: read its input, process batches, write outputs atomically.
 
-This is the only code that touches a unit's files, and both executors call it (in-process or in a
-Ray actor), so crash safety and error isolation are the same everywhere:
+This is the only code that writes a unit's data files, and both executors call it (in-process or in
+a Ray actor, through :mod:`groundedit.worker`), so crash safety and error isolation are the same
+everywhere:
 - outputs go to temp names and are renamed into place (artifacts first, then rejected, then kept
-  samples); the driver records the unit in the manifest only after :func:`run_unit` returns;
-- a batch that raises is retried sample by sample, so one bad sample is rejected with the
-  exception as its reason instead of failing the unit.
+  samples); the unit's commit is written only after :func:`run_unit` returns;
+- a batch that raises is rolled back (the artifacts it packed are dropped) and retried sample by
+  sample, so one bad sample is rejected with the exception as its reason instead of failing the
+  unit, and no member is packed twice;
+- bytes that changed under the run (:class:`~groundedit.tario.BlobChanged`) fail the unit: they
+  are never turned into a per-sample rejection.
 """
 
 from __future__ import annotations
@@ -16,16 +20,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from groundedit.commits import UnitCommit
 from groundedit.faults import crash_point
 from groundedit.imaging import SampleError
-from groundedit.manifest import UnitRecord
+from groundedit.manifest import digest
 from groundedit.records import Sample, SourceEntry
-from groundedit.stages.base import SourceStage, Stage, UnitIO
+from groundedit.stages.base import SinkStage, SourceStage, Stage, UnitIO
 from groundedit.storage import read_rows, write_rejected, write_rows
-from groundedit.tario import ArtifactPack
+from groundedit.tario import ArtifactPack, BlobChanged
 
 # A unit whose samples mostly fail with *unexpected* exceptions points at a bug, not at bad data:
-# stop the stage instead of rejecting everything.
+# fail the unit (it is retried, then quarantined) instead of rejecting everything.
 MAX_UNEXPECTED_ERROR_RATE = 0.5
 
 
@@ -62,9 +67,13 @@ def _error_reason(e: Exception) -> tuple[str, str]:
 
 
 def _process(stage: Stage | SourceStage, batch: list, io: UnitIO) -> list[Sample]:
+    mark = io.artifacts.mark()
     try:
         out = stage.process_batch(batch, io)
+    except BlobChanged:
+        raise
     except Exception as e:
+        io.artifacts.rollback(mark)  # what the failed batch packed goes; the retry packs it again
         if len(batch) == 1:
             return [_reject_unprocessable(stage, batch[0], *_error_reason(e))]
         # Isolate the culprit: the rest of the batch still goes through.
@@ -80,8 +89,9 @@ def _reject_unprocessable(stage, item, reason: str, detail: str) -> Sample:
     return stage.reject_entry(item, reason, detail)
 
 
-def run_unit(stage: Stage | SourceStage, unit: Unit, chain_hash: str) -> UnitRecord:
-    """Process ``unit`` with a set-up ``stage`` and commit its files; return its manifest record."""
+def run_unit(stage: Stage | SourceStage, unit: Unit, chain_hash: str) -> UnitCommit:
+    """Process ``unit`` with a set-up ``stage`` and write its files; return its commit (for the
+    caller to write once everything is in place)."""
     start = time.perf_counter()
     out = stage.ctx.out
     paths = unit_paths(stage.name, unit.id)
@@ -94,32 +104,59 @@ def run_unit(stage: Stage | SourceStage, unit: Unit, chain_hash: str) -> UnitRec
         for i in range(0, len(rows), bs):
             for s in _process(stage, rows[i : i + bs], io):
                 (rejected if s.rejection else kept).append(s)
+        unexpected = [s for s in rejected if s.rejection.reason == "stage_exception"]
+        if len(unexpected) >= 2 and len(unexpected) > MAX_UNEXPECTED_ERROR_RATE * len(rows):
+            raise StageFailed(
+                f"stage '{stage.name}' failed on {len(unexpected)} of {len(rows)} samples of unit "
+                f"{unit.id}; first ({unexpected[0].key}): {unexpected[0].rejection.detail}"
+            )
         io.artifacts.commit()
     except BaseException:
         io.artifacts.abort()
         raise
-    unexpected = [s for s in rejected if s.rejection.reason == "stage_exception"]
-    if len(unexpected) >= 2 and len(unexpected) > MAX_UNEXPECTED_ERROR_RATE * len(rows):
-        raise StageFailed(
-            f"stage '{stage.name}' failed on {len(unexpected)} of {len(rows)} samples of unit {unit.id}; "
-            f"first ({unexpected[0].key}): {unexpected[0].rejection.detail}"
-        )
     crash_point(f"{stage.name}:artifacts-committed")
-    write_rejected(rejected, out / paths["rejected_file"])
-    write_rows(kept, out / paths["file"])
+    rejected_digest = write_rejected(rejected, out / paths["rejected_file"])
+    kept_digest = write_rows(kept, out / paths["file"])
     crash_point(f"{stage.name}:unit-written")
     has_artifacts = io.artifacts.committed
     if not has_artifacts:  # a previous attempt at this unit may have left one
         (out / paths["artifacts"]).unlink(missing_ok=True)
-    return UnitRecord(
+    return UnitCommit(
+        stage=stage.name,
         unit=unit.id,
+        chain_hash=chain_hash,
+        input_fingerprint=unit.fingerprint,
+        output_fingerprint=digest(kept_digest, rejected_digest),
         file=paths["file"],
         rejected_file=paths["rejected_file"],
         artifacts=paths["artifacts"] if has_artifacts else None,
         rows_in=len(rows),
         kept=len(kept),
         rejected=dict(Counter(s.rejection.reason for s in rejected)),
+        seconds=round(time.perf_counter() - start, 3),
+    )
+
+
+def run_sink_unit(stage: SinkStage, unit: Unit, chain_hash: str, rejected_parts: list) -> UnitCommit:
+    """Write the part of the final output that ``unit`` contributes (its kept samples) with a
+    set-up sink ``stage``; ``rejected_parts`` lists every stage's rejected rows for the unit, which
+    the driver combines into the rejected sidecar."""
+    start = time.perf_counter()
+    samples = read_rows(unit.input_file, Sample)
+    part = unit_paths(stage.name, unit.id)["artifacts"]
+    spans, part_digest = stage.write_part(samples, stage.ctx.out / part)
+    crash_point(f"{stage.name}:part-written")
+    return UnitCommit(
+        stage=stage.name,
+        unit=unit.id,
         chain_hash=chain_hash,
         input_fingerprint=unit.fingerprint,
+        # the input fingerprint covers every stage's output for the unit, rejected rows included
+        output_fingerprint=digest(part_digest, unit.fingerprint),
+        artifacts=part if spans else None,
+        rows_in=len(samples),
+        kept=len(spans),
         seconds=round(time.perf_counter() - start, 3),
+        part_samples=spans,
+        rejected_parts=rejected_parts,
     )

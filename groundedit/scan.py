@@ -120,65 +120,123 @@ def _entries_from_files(files: list[Path], directory: Path, root: Path) -> Itera
     yield from _pair(images, annotations, key_prefix=prefix)
 
 
-def _entries_from_dir(directory: Path, root: Path) -> Iterator[SourceEntry]:
-    files = sorted(p for p in directory.iterdir() if p.is_file())
-    yield from _entries_from_files(files, directory, root)
+def _entries_from_dir(directory: Path, files: list[str], root: Path) -> Iterator[SourceEntry]:
+    yield from _entries_from_files([directory / f for f in sorted(files)], directory, root)
 
 
-def scan_input(path: Path) -> list[tuple[str, list[SourceEntry]]]:
-    """Group the input into ``(group id, entries)``: one group per tar and per folder, sorted.
+def iter_groups(path: Path) -> Iterator[tuple[str, Iterator[SourceEntry]]]:
+    """The input as ``(group id, entries)``, one group per tar and per folder, in a stable order,
+    listed lazily: a group is read only when its entries are consumed, so memory holds one group
+    (the largest tar or folder), never the whole input.
 
-    The input is a folder (searched recursively), one tar shard, or one image."""
+    The input is a folder (searched recursively, folders in sorted order, each one's tars before
+    its own files), one tar shard, or one image."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"input {path} does not exist")
     if path.is_file():
         if path.name.endswith(".tar"):
-            return [(group_id(path.name), list(_entries_from_tar(path)))]
+            yield group_id(path.name), _entries_from_tar(path)
+            return
         if path.suffix.lower() in IMAGE_EXTENSIONS:
-            return [(ROOT_GROUP, list(_entries_from_files([path], path.parent, path.parent)))]
+            yield ROOT_GROUP, _entries_from_files([path], path.parent, path.parent)
+            return
         raise ValueError(
             f"input file {path} is neither a .tar shard nor an image ({', '.join(IMAGE_EXTENSIONS)})"
         )
-    groups: list[tuple[str, list[SourceEntry]]] = []
-    dirs = [path, *sorted(d for d in path.rglob("*") if d.is_dir())]
-    for d in dirs:
-        for tar in sorted(d.glob("*.tar")):
-            groups.append((group_id(str(tar.relative_to(path))), list(_entries_from_tar(tar))))
-        entries = list(_entries_from_dir(d, path))
-        if entries:
-            rel = d.relative_to(path)
-            groups.append((group_id(str(rel)) if rel.parts else ROOT_GROUP, entries))
-    return groups
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames.sort()  # walk order: sorted, depth first (the order of sorted relative paths)
+        d = Path(dirpath)
+        for name in sorted(f for f in filenames if f.endswith(".tar")):
+            yield group_id(str((d / name).relative_to(path))), _entries_from_tar(d / name)
+        rel = d.relative_to(path)
+        files = [f for f in filenames if not f.endswith(".tar") and (d / f).is_file()]
+        if files:
+            yield (group_id(str(rel)) if rel.parts else ROOT_GROUP), _entries_from_dir(d, files, path)
+
+
+def scan_input(path: Path) -> list[tuple[str, list[SourceEntry]]]:
+    """:func:`iter_groups` as a list (tests, small inputs); empty groups left out."""
+    groups = [(g, list(entries)) for g, entries in iter_groups(path)]
+    return [(g, es) for g, es in groups if es]
+
+
+class KeyIndex:
+    """The sample keys seen so far, on disk (SQLite), so duplicate detection over an SA-1B-sized
+    input keeps the driver's memory bounded. ``path=None`` keeps it in memory (small inputs)."""
+
+    def __init__(self, path: Path | None = None):
+        import sqlite3
+
+        self._db = sqlite3.connect(str(path) if path else ":memory:")
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY)")
+
+    def seen(self, keys: list[str]) -> set[str]:
+        found: set[str] = set()
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            q = f"SELECT key FROM keys WHERE key IN ({','.join('?' * len(chunk))})"
+            found.update(k for (k,) in self._db.execute(q, chunk))
+        return found
+
+    def add(self, keys: list[str]) -> None:
+        self._db.executemany("INSERT OR IGNORE INTO keys VALUES (?)", ((k,) for k in keys))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _dedupe(group: str, entries: list[SourceEntry], keys: KeyIndex) -> list[SourceEntry]:
+    """Entries whose key was seen before (the same stem in two places) get a new key and, unless
+    already unusable, a ``duplicate_key`` error instead of silently colliding."""
+    seen = keys.seen([e.key for e in entries])
+    local: set[str] = set()
+    checked = []
+    for e in entries:
+        if e.key in seen or e.key in local:
+            new = make_key(f"{group}-{e.key}")
+            candidate, n = new, 1
+            while candidate in local or keys.seen([candidate]):
+                n += 1
+                candidate = f"{new}-{n}"
+            update = {"key": candidate}
+            if e.error is None:
+                update |= {"error": "duplicate_key", "error_detail": f"key {e.key} seen before"}
+            e = e.model_copy(update=update)
+        local.add(e.key)
+        checked.append(e)
+    keys.add([e.key for e in checked])
+    return checked
+
+
+def iter_units(
+    path: Path, unit_size: int, limit: int | None = None, keys: KeyIndex | None = None
+) -> Iterator[tuple[str, list[SourceEntry]]]:
+    """Split the input into units of at most ``unit_size`` entries, streaming; stop listing once
+    ``limit`` entries are planned. Unit ids are ``<group id>-<chunk number>``."""
+    keys = keys or KeyIndex()
+    remaining = limit
+    for group, entries in iter_groups(path):
+        if remaining is not None and remaining <= 0:
+            return
+        chunk: list[SourceEntry] = []
+        n = 0
+        for e in entries:
+            chunk.append(e)
+            if remaining is not None:
+                remaining -= 1
+            full, last = len(chunk) == unit_size, remaining is not None and remaining <= 0
+            if full or last:
+                yield f"{group}-{n:05d}", _dedupe(group, chunk, keys)
+                chunk, n = [], n + 1
+            if last:
+                break
+        if chunk:
+            yield f"{group}-{n:05d}", _dedupe(group, chunk, keys)
 
 
 def plan_units(path: Path, unit_size: int, limit: int | None = None) -> list[tuple[str, list[SourceEntry]]]:
-    """Split the input into units of at most ``unit_size`` entries; keep the first ``limit`` entries.
-    Duplicate keys (the same stem in two places) get an error entry instead of silently colliding."""
-    seen: set[str] = set()
-    units: list[tuple[str, list[SourceEntry]]] = []
-    remaining = limit
-    for group, entries in scan_input(path):
-        if remaining is not None:
-            entries = entries[: max(remaining, 0)]
-            remaining -= len(entries)
-        checked = []
-        for e in entries:
-            if e.key in seen:
-                update = {"key": _unseen(make_key(f"{group}-{e.key}"), seen)}
-                if e.error is None:
-                    update |= {"error": "duplicate_key", "error_detail": f"key {e.key} seen before"}
-                e = e.model_copy(update=update)
-            seen.add(e.key)
-            checked.append(e)
-        for i in range(0, len(checked), unit_size):
-            units.append((f"{group}-{i // unit_size:05d}", checked[i : i + unit_size]))
-    return units
-
-
-def _unseen(key: str, seen: set[str]) -> str:
-    candidate, n = key, 1
-    while candidate in seen:
-        n += 1
-        candidate = f"{key}-{n}"
-    return candidate
+    """:func:`iter_units` as a list (tests, small inputs)."""
+    return list(iter_units(path, unit_size, limit))

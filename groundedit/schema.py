@@ -9,13 +9,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from groundedit.manifest import RunInfo, StageManifest
+from groundedit.commits import UnitCommit, UnitFailure
+from groundedit.manifest import RunInfo, StageSummary
 from groundedit.records import ExportRecord
+from groundedit.sharding import ShardStats
 
 MANIFESTS_DIR = Path(__file__).resolve().parent.parent / "manifests"
 SCHEMAS = {
     "export_record.schema.json": ExportRecord,
-    "stage_manifest.schema.json": StageManifest,
+    "stage_summary.schema.json": StageSummary,
+    "unit_commit.schema.json": UnitCommit,
+    "unit_failure.schema.json": UnitFailure,
+    "shard_stats.schema.json": ShardStats,
     "run_info.schema.json": RunInfo,
 }
 

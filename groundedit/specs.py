@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 DEFAULT_PROFILE = "paper"
 _ROOT = Path(__file__).resolve().parent.parent
@@ -54,10 +54,28 @@ class StageSpec(BaseModel):
     workers: int = Field(1, ge=1, description="parallel workers (Ray actors) for this stage")
     batch_size: int = Field(16, ge=1)
     params: dict[str, Any] = Field(default_factory=dict)
+    # Filled by the driver (:meth:`for_workers`) and shipped with the spec, so a worker on any node
+    # uses the driver's prompt text and model locations, never its own disk or environment.
+    _prompt_body: str | None = PrivateAttr(None)
+    _model_refs: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def for_workers(self, cwd: Path | None = None) -> StageSpec:
+        """A copy carrying the prompt's text and each model reference as the driver resolves it:
+        local paths made absolute against ``cwd`` (default: the driver's working directory)."""
+        spec = self.model_copy()
+        spec._prompt_body = self.prompt_text()
+        spec._model_refs = {role: _absolute(ref, cwd or Path.cwd()) for role, ref in self.models.items()}
+        return spec
+
+    def model_ref(self, role: str) -> str:
+        """Where to load the model of ``role`` from (as the driver resolved it, when it did)."""
+        return self._model_refs.get(role) or self.models[role]
 
     def prompt_text(self) -> str | None:
         if self.prompt is None:
             return None
+        if self._prompt_body is not None:
+            return self._prompt_body
         path = prompts_dir() / self.prompt
         if not path.is_file():
             raise SpecError(f"stage '{self.stage}': prompt file {path} not found")
@@ -78,6 +96,17 @@ class StageSpec(BaseModel):
             "params": self.params,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _absolute(ref: str, cwd: Path) -> str:
+    """A model reference that names an existing local path, made absolute; others unchanged
+    (``tiny://`` names, Hugging Face ids)."""
+    if "://" in ref:
+        return ref
+    path = Path(ref).expanduser()
+    if not path.is_absolute():
+        path = cwd / path
+    return str(path.resolve()) if path.exists() else ref
 
 
 def _merge(base: dict, override: dict) -> dict:

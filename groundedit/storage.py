@@ -6,6 +6,7 @@ columns (key, stage, reason) make the rejected sidecar easy to query with any Pa
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import TypeVar
@@ -40,13 +41,22 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_rows(rows: list[BaseModel], path: Path) -> None:
-    """Write models (samples or source entries) with their key, atomically."""
-    table = pa.table(
-        {"key": [r.key for r in rows], "record": [r.model_dump_json(by_alias=True) for r in rows]},
-        schema=_KEPT,
-    )
+def _records_digest(records: list[str]) -> str:
+    """What a file of records holds, independent of how Parquet lays it out."""
+    h = hashlib.sha256()
+    for r in records:
+        h.update(r.encode())
+        h.update(b"\n")
+    return h.hexdigest()[:32]
+
+
+def write_rows(rows: list[BaseModel], path: Path) -> str:
+    """Write models (samples or source entries) with their key, atomically; return the digest of
+    what was written (the records, which carry the digests of the bytes they reference)."""
+    records = [r.model_dump_json(by_alias=True) for r in rows]
+    table = pa.table({"key": [r.key for r in rows], "record": records}, schema=_KEPT)
     _write_atomic(table, path)
+    return _records_digest(records)
 
 
 def rejected_table(samples: list[Sample]) -> pa.Table:
@@ -63,8 +73,11 @@ def rejected_table(samples: list[Sample]) -> pa.Table:
     return pa.table(cols, schema=REJECTED_SCHEMA)
 
 
-def write_rejected(samples: list[Sample], path: Path) -> None:
-    _write_atomic(rejected_table(samples), path)
+def write_rejected(samples: list[Sample], path: Path) -> str:
+    """Write rejected samples atomically; return the digest of what was written."""
+    table = rejected_table(samples)
+    _write_atomic(table, path)
+    return _records_digest(table.column("record").to_pylist())
 
 
 def write_table(table: pa.Table, path: Path) -> None:

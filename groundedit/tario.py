@@ -1,5 +1,6 @@
-"""Tar files without extraction: scan members with their byte offsets, read one by offset, write
-deterministic tars (fixed metadata, so the same members give byte-identical files).
+"""Tar files without extraction: scan members with their byte offsets, read one by offset (checking
+its length and digest), write deterministic tars (fixed metadata, so the same members give
+byte-identical files).
 
 Used for SA-1B input shards, for the per-unit artifact packs stages write, and for the exported
 WebDataset shards.
@@ -63,18 +64,39 @@ def scan_tar(path: str | Path) -> Iterator[tuple[TarMember, str | None]]:
             )
 
 
+DIGEST_CHARS = 32
+
+
+def blob_digest(data: bytes) -> str:
+    """The digest a :class:`BlobRef` records: sha256, first 32 hex digits (128 bits)."""
+    return hashlib.sha256(data).hexdigest()[:DIGEST_CHARS]
+
+
+class BlobChanged(OSError):
+    """The bytes behind a reference are not the ones recorded when it was made (the file was
+    rewritten, truncated or replaced since): whatever was built on them must be redone."""
+
+    def __init__(self, ref: BlobRef, why: str):
+        super().__init__(f"{ref.member or ref.path} changed since it was recorded ({why}): {ref.path}")
+        self.ref = ref
+
+
 def read_blob(ref: BlobRef, base: str | Path | None = None) -> bytes:
-    """Read the bytes a :class:`BlobRef` points at. Relative paths resolve against ``base``."""
+    """Read the bytes a :class:`BlobRef` points at, checking the recorded length and digest.
+    Relative paths resolve against ``base``. Raises :class:`BlobChanged` on a mismatch."""
     path = Path(ref.path)
     if not path.is_absolute() and base is not None:
         path = Path(base) / path
     with open(path, "rb") as f:
         if ref.offset is None:
-            return f.read()
-        f.seek(ref.offset)
-        data = f.read(ref.size)
+            data = f.read()
+        else:
+            f.seek(ref.offset)
+            data = f.read(ref.size)
     if ref.size is not None and len(data) != ref.size:
-        raise OSError(f"short read of {ref.member or ref.path}: {len(data)} of {ref.size} bytes")
+        raise BlobChanged(ref, f"{len(data)} bytes where {ref.size} were recorded")
+    if ref.digest is not None and blob_digest(data) != ref.digest:
+        raise BlobChanged(ref, "digest differs")
     return data
 
 
@@ -106,6 +128,17 @@ class TarWriter:
     @property
     def bytes_written(self) -> int:
         return self._f.tell()
+
+    def mark(self) -> tuple[int, int, object]:
+        """A point to :meth:`rollback` to (position, members, digest state)."""
+        return self._f.tell(), self.members, self._sha.copy()
+
+    def rollback(self, mark: tuple[int, int, object]) -> None:
+        """Drop every member added after ``mark`` (a batch that failed part-way)."""
+        pos, self.members, sha = mark
+        self._f.seek(pos)
+        self._f.truncate()
+        self._sha = sha
 
     def add(self, name: str, data: bytes) -> tuple[int, int]:
         """Append a member; return ``(offset, size)`` of its data inside the tar."""
@@ -142,6 +175,8 @@ class ArtifactPack:
 
     Opened lazily on the first :meth:`add`; :meth:`commit` renames it into place and must happen
     before the unit's Parquet file is committed, so every reference a committed unit holds resolves.
+    Each reference carries the digest of its bytes. :meth:`mark` / :meth:`rollback` drop what a
+    failed batch added, so a batch retried sample by sample never packs a member twice.
     """
 
     def __init__(self, out_dir: str | Path, relpath: str):
@@ -154,7 +189,19 @@ class ArtifactPack:
         if self._writer is None:
             self._writer = TarWriter(self.out_dir / self.relpath)
         offset, size = self._writer.add(member, data)
-        return BlobRef(path=self.relpath, member=member, offset=offset, size=size)
+        return BlobRef(path=self.relpath, member=member, offset=offset, size=size, digest=blob_digest(data))
+
+    def mark(self):
+        return None if self._writer is None else self._writer.mark()
+
+    def rollback(self, mark) -> None:
+        if self._writer is None:
+            return
+        if mark is None:  # nothing was packed before the batch
+            self._writer.abort()
+            self._writer = None
+        else:
+            self._writer.rollback(mark)
 
     def commit(self) -> None:
         if self._writer is not None:

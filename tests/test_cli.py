@@ -14,8 +14,9 @@ import pytest
 from PIL import Image
 
 from groundedit import __version__
+from groundedit.commits import CommitStore
 from groundedit.fixtures import synthetic_photo, write_sa1b_fixture
-from groundedit.manifest import RunInfo, StageManifest
+from groundedit.manifest import RunInfo, StageSummary
 from groundedit.runlock import run_lock
 
 REPO = Path(__file__).resolve().parent.parent
@@ -141,13 +142,13 @@ def test_a_second_run_on_a_locked_folder_is_refused(cli, sa1b_input, tmp_path):
 def test_ctrl_c_says_so_exits_130_and_leaves_a_resumable_folder(cli, sa1b_input, tmp_path, executor):
     out = tmp_path / "run"
     args = ["run", "--stage", "ingest", "--input", str(sa1b_input), "--out", str(out), "--profile", "tiny"]
-    crash = {"GROUNDEDIT_CRASH_AT": "ingest:unit-done@1", "GROUNDEDIT_CRASH_SIGNAL": "INT", "RAY_ADDRESS": ""}
+    crash = {"GROUNDEDIT_CRASH_AT": "run:ticket-done@1", "GROUNDEDIT_CRASH_SIGNAL": "INT", "RAY_ADDRESS": ""}
     proc = cli(*args, "--executor", executor, env=crash, check=False)
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert "interrupted" in proc.stderr and "resume" in proc.stderr
     cli("run", "--out", str(out), "--stage", "ingest", "--executor", "local")
-    ingest = StageManifest.load(out, "ingest")
-    assert ingest.complete and sum(u.rows_in for u in ingest.units.values()) == 12
+    ingest = StageSummary.load(out, "ingest")
+    assert ingest.complete and ingest.rows_in == 12
 
 
 def test_resume_reuses_the_folders_settings_and_refuses_others(cli, sa1b_input, tmp_path):
@@ -183,7 +184,7 @@ def test_resume_reuses_the_folders_settings_and_refuses_others(cli, sa1b_input, 
         "--reconfigure",
     )
     assert RunInfo.load(out).input == str(other.resolve())
-    assert sum(u.rows_in for u in StageManifest.load(out, "ingest").units.values()) == 2
+    assert sum(c.rows_in for c in CommitStore(out).read_all("ingest").values()) == 2
 
 
 def test_empty_input_says_no_images_found_and_writes_nothing(cli, tmp_path):

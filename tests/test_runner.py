@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from groundedit.executors.ray import RayExecutor
 from groundedit.records import BlobRef, Sample, Source
 from groundedit.runner import Unit, run_unit
 from groundedit.specs import StageSpec
@@ -41,30 +40,21 @@ def test_a_raising_sample_is_rejected_and_the_rest_kept(tmp_path: Path):
     assert rej.key == "bad" and "ZeroDivisionError: boom" in rej.rejection.detail
 
 
-def test_ray_pool_fits_the_cluster():
-    ex = RayExecutor()
-    spec = StageSpec(stage="s", workers=8, resources={"cpus": 2, "gpus": 1})
-    assert ex.pool_size(spec, 100, {"CPU": 16, "GPU": 4}) == (4, 1)
-    assert ex.pool_size(spec, 3, {"CPU": 16, "GPU": 4}) == (3, 1)
-    assert ex.pool_size(spec, 100, {"CPU": 16}) == (8, 0.0), "no GPU in the cluster: run on CPU"
-    assert ex.pool_size(StageSpec(stage="s", workers=8, resources={"cpus": 4}), 100, {"CPU": 2}) == (1, 0.0)
-
-
 @pytest.mark.slow
 def test_new_input_adds_units_without_redoing_old_ones(tmp_path, run_pipeline, shard_reader):
+    from groundedit.commits import CommitStore
     from groundedit.fixtures import write_sa1b_fixture
-    from groundedit.manifest import StageManifest
 
     inp = tmp_path / "in"
     write_sa1b_fixture(inp, images=6, images_per_tar=6, seed=1)
     out = tmp_path / "run"
     run_pipeline(inp, out)
-    before = StageManifest.load(out, "render").units
+    before = CommitStore(out).read_all("render")
     write_sa1b_fixture(tmp_path / "more", images=12, images_per_tar=6, seed=2)
     (tmp_path / "more" / "sa_000001.tar").rename(inp / "sa_000001.tar")
     summary = run_pipeline(inp, out)
-    assert summary["render"]["ran"] == len(StageManifest.load(out, "render").units) - len(before)
-    after = StageManifest.load(out, "render").units
+    after = CommitStore(out).read_all("render")
+    assert summary["render"]["ran"] == len(after) - len(before) > 0
     assert all(after[u] == r for u, r in before.items())
 
 
@@ -102,7 +92,6 @@ class Painter(Stage):
         return out
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a failed batch's artifacts are rolled back")
 def test_a_batch_retried_sample_by_sample_does_not_duplicate_artifacts(tmp_path: Path):
     import tarfile
 

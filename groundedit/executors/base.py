@@ -1,28 +1,30 @@
-"""The executor protocol: run a stage over units somewhere, yield each unit's record as it finishes."""
+"""The executor protocol: where stage workers run and how tickets stream through them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
-from groundedit.manifest import UnitRecord
-from groundedit.runner import Unit
-from groundedit.specs import StageSpec
-from groundedit.stages.base import RunContext, SourceStage, Stage
+from groundedit.tickets import Ticket
+from groundedit.worker import StageJob
 
 
 class Executor(Protocol):
     name: str
 
-    def map_units(
-        self,
-        stage_cls: type[Stage | SourceStage],
-        spec: StageSpec,
-        ctx: RunContext,
-        units: list[Unit],
-        chain_hash: str,
-    ) -> Iterator[UnitRecord]:
-        """Set the stage up on each worker, run every unit, yield records in completion order."""
+    def capacity(self, gpus_needed: bool) -> dict[str, float]:
+        """CPUs and GPUs the executor can use (``{"CPU": n, "GPU": m}``); GPUs are counted only
+        when ``gpus_needed`` (counting may load a GPU runtime)."""
+        ...
+
+    def stream(self, jobs: list[StageJob], tickets: Iterable[Ticket], window: int) -> Iterator[Ticket]:
+        """Pass every ticket through the ``jobs``' stages in order and yield it when it leaves the
+        last one (in any order). Each stage runs on its own long-lived workers; at most ``window``
+        units are between the first stage and the consumer at any time."""
+        ...
+
+    def call(self, fn: Callable, *args):
+        """Run ``fn(*args)`` where workers run and return its result (the final outputs' writers)."""
         ...
 
     def close(self) -> None:

@@ -1,35 +1,39 @@
-"""In-process executor: one stage instance, units in order. For tests, debugging and small runs."""
+"""In-process executor: every stage of a wave set up in this process, each unit carried through all
+of them before the next one starts. Simple and deterministic: tests, debugging, small runs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 
-from groundedit.manifest import UnitRecord
-from groundedit.runner import Unit, run_unit
-from groundedit.specs import StageSpec
-from groundedit.stages.base import RunContext, SourceStage, Stage
+from groundedit.tickets import Ticket
+from groundedit.worker import StageJob, StageWorker
 
 
 class LocalExecutor:
     name = "local"
 
-    def map_units(
-        self,
-        stage_cls: type[Stage | SourceStage],
-        spec: StageSpec,
-        ctx: RunContext,
-        units: list[Unit],
-        chain_hash: str,
-    ) -> Iterator[UnitRecord]:
-        if not units:
-            return
-        stage = stage_cls(spec, ctx)
-        stage.setup()
+    def capacity(self, gpus_needed: bool) -> dict[str, float]:
+        gpus = 0
+        if gpus_needed:
+            import torch
+
+            gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}
+
+    def stream(self, jobs: list[StageJob], tickets: Iterable[Ticket], window: int) -> Iterator[Ticket]:
+        workers = [StageWorker(job) for job in jobs]
         try:
-            for unit in units:
-                yield run_unit(stage, unit, chain_hash)
+            for ticket in tickets:
+                for w in workers:
+                    ticket = w.step(ticket)
+                yield ticket
         finally:
-            stage.teardown()
+            for w in workers:
+                w.close()
+
+    def call(self, fn: Callable, *args):
+        return fn(*args)
 
     def close(self) -> None:
         pass

@@ -1,27 +1,31 @@
-"""Ray executor: each stage runs on a pool of actors sized and resourced from its spec.
+"""Ray executor: the stages of a wave stream into each other through Ray Data.
 
-``ray.init()`` joins the cluster at ``--ray-address`` / ``RAY_ADDRESS``, or starts a local one. Each
-actor builds the stage and calls ``setup()`` once (models load once per worker), then processes
-whole units; the driver alone writes manifests. A worker that dies is restarted and its unit
-retried, so a flaky node costs a unit, not the run. The only module that imports Ray.
+``ray.init()`` joins the cluster at ``--ray-address`` / ``RAY_ADDRESS``, or starts a local one.
+Tickets (a few hundred bytes per unit) are a Ray Data dataset, one block per unit; each stage is a
+``map_batches`` over it with an autoscaling actor pool (``ActorPoolStrategy(1, workers)``, the
+spec's CPUs and GPUs per actor), so a unit moves on as soon as a stage commits it and every stage
+keeps its models loaded for the whole run. Workers write their own commits; the driver only reads
+tickets as they come out. An actor that dies is restarted by Ray and its unit retried (the worker
+counts attempts and quarantines a unit that keeps killing it).
+
+Ray Data's backpressure counts object-store bytes, and tickets are tiny (the data stays on disk),
+so we add one policy to Ray Data's list: at most ``window`` units between the first stage and the
+consumer. That bounds how far cheap stages run ahead of expensive ones and lets the first shards
+appear while the input is still being read. The only module that imports Ray.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import groundedit
-
-from groundedit.manifest import UnitRecord
-from groundedit.runner import Unit, run_unit
-from groundedit.specs import StageSpec
-from groundedit.stages.base import RunContext, SourceStage, Stage
+from groundedit.tickets import Ticket
+from groundedit.worker import StageJob, StageWorker
 
 log = logging.getLogger(__name__)
 
@@ -40,27 +44,50 @@ def _import_root_as_cwd():
         os.chdir(here)
 
 
-class _StageWorker:
-    """Actor body: one set-up stage instance that runs units."""
+class _UnitStep:
+    """Ray Data actor body: one :class:`StageWorker`, one ticket per call. Subclassed per stage with
+    the job as a class attribute (:func:`_step_class`), so Ray Data names the operator after the
+    stage and the actor needs no constructor arguments in the object store."""
 
-    def __init__(self, stage_cls, spec: StageSpec, ctx: RunContext):
-        self.stage = stage_cls(spec, ctx)
-        self.stage.setup()
+    job: StageJob
 
-    def run(self, unit: Unit, chain_hash: str) -> UnitRecord:
-        return run_unit(self.stage, unit, chain_hash)
+    def __init__(self):
+        self.worker = StageWorker(self.job)
 
-    def teardown(self) -> None:
-        self.stage.teardown()
+    def __call__(self, batch: dict) -> dict:
+        out = [self.worker.step(Ticket.model_validate_json(t)).model_dump_json() for t in batch["ticket"]]
+        return {"ticket": out}
+
+
+def _step_class(job: StageJob) -> type:
+    return type(job.name, (_UnitStep,), {"job": job, "__module__": __name__})
+
+
+def _window_policy(window: int, consumed: list[int]):
+    """A Ray Data backpressure policy admitting a unit into the first stage only while fewer than
+    ``window`` units are between it and the consumer (``consumed[0]`` counts units taken out)."""
+    from ray.data._internal.execution.backpressure_policy import BackpressurePolicy
+
+    class UnitWindow(BackpressurePolicy):
+        @property
+        def name(self) -> str:
+            return "UnitWindow"
+
+        def can_add_input(self, op) -> bool:
+            deps = op.input_dependencies
+            if not deps or deps[0].input_dependencies:  # not the first stage
+                return True
+            return op.metrics.num_inputs_received - consumed[0] < window
+
+    return UnitWindow
 
 
 class RayExecutor:
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: int | None = None, max_retries: int = 2):
+    def __init__(self, address: str | None = None, num_cpus: int | None = None):
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.num_cpus = num_cpus
-        self.max_retries = max_retries
         self._started = False
 
     def _ray(self):
@@ -80,49 +107,52 @@ class RayExecutor:
             self._started = True
         return ray
 
-    def pool_size(self, spec: StageSpec, n_units: int, resources: dict[str, float]) -> tuple[int, float]:
-        """Workers to start and GPUs each reserves, given the cluster's resources."""
-        gpus = spec.resources.gpus
-        if gpus > 0 and resources.get("GPU", 0) < gpus:
-            log.warning(
-                "stage %s wants %s GPU(s) per worker; the cluster has none: running on CPU", spec.stage, gpus
-            )
-            gpus = 0.0
-        fits = [spec.workers, n_units]
-        if spec.resources.cpus > 0:
-            fits.append(math.floor(resources.get("CPU", 1) / spec.resources.cpus))
-        if gpus > 0:
-            fits.append(math.floor(resources.get("GPU", 0) / gpus))
-        return max(1, min(fits)), gpus
+    def capacity(self, gpus_needed: bool) -> dict[str, float]:
+        resources = self._ray().cluster_resources()
+        return {"CPU": float(resources.get("CPU", 0)), "GPU": float(resources.get("GPU", 0))}
 
-    def map_units(
-        self,
-        stage_cls: type[Stage | SourceStage],
-        spec: StageSpec,
-        ctx: RunContext,
-        units: list[Unit],
-        chain_hash: str,
-    ) -> Iterator[UnitRecord]:
-        if not units:
-            return
+    def stream(self, jobs: list[StageJob], tickets: Iterable[Ticket], window: int) -> Iterator[Ticket]:
         ray = self._ray()
-        from ray.util import ActorPool
-
-        n, gpus = self.pool_size(spec, len(units), ray.cluster_resources())
-        actor_cls = ray.remote(_StageWorker).options(
-            num_cpus=spec.resources.cpus,
-            num_gpus=gpus,
-            max_restarts=self.max_retries,
-            max_task_retries=self.max_retries,
+        from ray.data import ActorPoolStrategy, DataContext
+        from ray.data._internal.execution.backpressure_policy import (
+            ENABLED_BACKPRESSURE_POLICIES,
+            ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY,
         )
-        actors = [actor_cls.remote(stage_cls, spec, ctx) for _ in range(n)]
-        try:
-            pool = ActorPool(actors)
-            yield from pool.map_unordered(lambda a, u: a.run.remote(u, chain_hash), units)
-            ray.get([a.teardown.remote() for a in actors])
-        finally:
-            for a in actors:
-                ray.kill(a)
+
+        items = [{"ticket": t.model_dump_json()} for t in tickets]
+        if not items:
+            return
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        ctx.enable_auto_log_stats = False
+        ctx.raise_original_map_exception = True  # a stage that cannot start: its own error, one line
+        consumed = [0]
+        ctx.set_config(
+            ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY,
+            [*ENABLED_BACKPRESSURE_POLICIES, _window_policy(max(1, window), consumed)],
+        )
+        ds = ray.data.from_items(items, override_num_blocks=len(items))  # one unit per block
+        for job in jobs:
+            ds = ds.map_batches(
+                _step_class(job),
+                batch_size=1,
+                num_cpus=job.resources.get("CPU", 1.0),
+                num_gpus=job.resources.get("GPU", 0.0) or None,
+                compute=ActorPoolStrategy(
+                    min_size=1, max_size=max(1, job.spec.workers), max_tasks_in_flight_per_actor=2
+                ),
+            )
+        for row in ds.iter_rows():
+            yield Ticket.model_validate_json(row["ticket"])
+            consumed[0] += 1  # after the consumer is done with it
+
+    def call(self, fn: Callable, *args):
+        ray = self._ray()
+        # I/O-bound writers: no CPU reserved (the stage actors hold the cluster's CPUs); Ray retries
+        # a task whose worker died, and the writers are idempotent.
+        return ray.get(ray.remote(fn).options(num_cpus=0, max_retries=3).remote(*args))
 
     def close(self) -> None:
         if self._started:

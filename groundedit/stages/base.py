@@ -7,20 +7,26 @@ Three shapes share this base:
 - :class:`Stage` maps samples to samples (kept, or returned with ``rejection`` set);
 - :class:`SourceStage` plans units from the run's input and turns :class:`SourceEntry` rows into
   samples (ingest);
-- :class:`SinkStage` consumes the last stage's output in the driver (export).
+- :class:`SinkStage` writes one unit's kept samples as a part of the final output, in a worker
+  like any stage (export); the driver only decides how parts combine into shards.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from groundedit import __version__
 from groundedit.records import Provenance, Sample, SourceEntry
+
+if TYPE_CHECKING:
+    from groundedit.commits import PartSample
+    from groundedit.scan import KeyIndex
 from groundedit.specs import StageSpec
 from groundedit.tario import ArtifactPack
 
@@ -31,13 +37,19 @@ class NoParams(BaseModel):
 
 @dataclass(frozen=True)
 class RunContext:
-    """Run-wide settings every stage may read. Plain data, so it pickles to workers."""
+    """Run-wide settings every stage may read. Plain data, so it pickles to workers.
+
+    ``env`` holds the driver's settings workers must share (``GROUNDEDIT_*``, Hugging Face cache and
+    offline switches): a worker applies them before it builds its stage, whatever its own
+    environment. ``run_id`` tells this run's attempts at a unit from an earlier run's."""
 
     out: Path
     input: Path
     seed: int = 0
     profile: str = "paper"
     limit: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    run_id: str = ""
 
 
 @dataclass
@@ -92,8 +104,9 @@ class SourceStage(BaseStage):
     """Turns the run's input into samples."""
 
     @abstractmethod
-    def plan(self) -> list[tuple[str, list[SourceEntry]]]:
-        """Scan the input and group it into ``(unit id, entries)``, in a stable order."""
+    def plan(self, keys: KeyIndex) -> Iterator[tuple[str, list[SourceEntry]]]:
+        """Scan the input and group it into ``(unit id, entries)``, in a stable order, lazily;
+        ``keys`` holds the sample keys planned so far (to flag duplicates)."""
 
     @abstractmethod
     def process_batch(self, batch: list[SourceEntry], io: UnitIO) -> list[Sample]:
@@ -105,9 +118,10 @@ class SourceStage(BaseStage):
 
 
 class SinkStage(BaseStage):
-    """Consumes the final samples in the driver (not in workers)."""
+    """Writes each unit's kept samples as a part of the final output (in workers); the driver
+    combines parts into the output in unit order."""
 
     @abstractmethod
-    def run(self, inputs: list[tuple[str, Path]], rejected_files: list[Path], progress) -> dict:
-        """Consume the previous stage's unit files ``(unit id, parquet path)`` in order, plus every
-        stage's rejected-sample files; ``progress`` carries resumable state and counts."""
+    def write_part(self, samples: list[Sample], path: Path) -> tuple[list[PartSample], str]:
+        """Write ``samples`` into the part file ``path`` (atomically; none if there are no samples);
+        return where each sample lies in it and the digest of the file."""

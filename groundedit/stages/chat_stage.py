@@ -5,6 +5,7 @@ per-sample sampling seeds; provenance with the model, prompt hash and the sampli
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,17 +37,18 @@ class ChatStage(Stage):
     model_role: ClassVar[str] = "vlm"
 
     def setup(self) -> None:
-        from groundedit.models.chat import load_prompt, make_backend
+        from groundedit.models.chat import make_backend
+        from groundedit.models.chat.prompts import PromptTemplate
         from groundedit.models.hub import quiet_loading, resolve
-        from groundedit.specs import prompts_dir
 
         if self.spec.backend is None or self.model_role not in self.spec.models:
             raise ValueError(f"stage {self.name}: spec needs 'backend' and models.{self.model_role}")
         quiet_loading()
-        model = resolve(self.spec.models[self.model_role])
+        model = resolve(self.spec.model_ref(self.model_role))
         self.backend = make_backend(self.spec.backend, model=model, **self.params.backend_options)
         self.backend.setup()
-        self.template = load_prompt(self.spec.prompt, directory=prompts_dir())
+        # the prompt text the driver shipped with the spec, not whatever this worker's disk holds
+        self.template = PromptTemplate.from_text(Path(self.spec.prompt).stem, self.spec.prompt_text())
 
     def teardown(self) -> None:
         backend = getattr(self, "backend", None)

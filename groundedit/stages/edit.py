@@ -61,8 +61,8 @@ class EditStage(Stage):
         from groundedit.models.hub import quiet_loading, resolve
 
         quiet_loading()
-        self.editor = load_editor(self.spec.backend or "bagel", resolve(self.spec.models["editor"]))
-        self.inpainter = load_inpainter("lama", resolve(self.spec.models["inpainter"]))
+        self.editor = load_editor(self.spec.backend or "bagel", resolve(self.spec.model_ref("editor")))
+        self.inpainter = load_inpainter("lama", resolve(self.spec.model_ref("inpainter")))
 
     def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
         out: list[Sample | None] = [None] * len(batch)

@@ -50,8 +50,8 @@ class GroundStage(Stage):
         quiet_loading()
         p = self.params
         self.grounder = Grounder.from_pretrained(
-            resolve(self.spec.models["dino"]),
-            resolve(self.spec.models["sam"]),
+            resolve(self.spec.model_ref("dino")),
+            resolve(self.spec.model_ref("sam")),
             dtype=p.dtype,
             box_threshold=p.box_threshold,
             text_threshold=p.text_threshold,

@@ -3,11 +3,14 @@
 Reads image headers only (size, EXIF orientation, pixel cap); pixels are decoded by the first stage
 that needs them, which also reports truncated or undecodable files. SA-1B annotations are parsed
 and checked against the image, and their masks moved into the displayed (EXIF-oriented) frame.
+The digest of every input file it reads is recorded in the sample, so later stages can tell when
+an input changed under the run.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -15,10 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from groundedit import masks
 from groundedit.imaging import SampleError, exif_orientation, open_image, oriented_size
-from groundedit.records import RLE, Candidate, Sample, Source, SourceEntry
-from groundedit.scan import plan_units
+from groundedit.records import RLE, BlobRef, Candidate, Sample, Source, SourceEntry
+from groundedit.scan import KeyIndex, iter_units
 from groundedit.stages.base import SourceStage, UnitIO
-from groundedit.tario import read_blob
+from groundedit.tario import blob_digest, read_blob
 
 
 class IngestParams(BaseModel):
@@ -33,8 +36,8 @@ class IngestStage(SourceStage):
     name = "ingest"
     Params = IngestParams
 
-    def plan(self) -> list[tuple[str, list[SourceEntry]]]:
-        return plan_units(self.ctx.input, self.params.unit_size, self.ctx.limit)
+    def plan(self, keys: KeyIndex) -> Iterator[tuple[str, list[SourceEntry]]]:
+        return iter_units(self.ctx.input, self.params.unit_size, self.ctx.limit, keys)
 
     def reject_entry(self, entry: SourceEntry, reason: str, detail: str) -> Sample:
         source = Source(
@@ -61,7 +64,9 @@ class IngestStage(SourceStage):
         return out
 
     def _read(self, entry: SourceEntry) -> Sample:
-        im = open_image(read_blob(entry.image), self.params.max_pixels)
+        data = read_blob(entry.image)
+        entry = entry.model_copy(update={"image": _with_digest(entry.image, data)})
+        im = open_image(data, self.params.max_pixels)
         orientation = exif_orientation(im)
         width, height = oriented_size(im)
         if min(width, height) < self.params.min_side:
@@ -85,8 +90,10 @@ class IngestStage(SourceStage):
     def _annotations(self, entry, raw_size, shown_size, orientation) -> tuple[str, list[Candidate]]:
         if entry.annotation.size is not None and entry.annotation.size > self.params.max_annotation_bytes:
             raise SampleError("annotation_too_large", f"{entry.annotation.size} bytes")
+        data = read_blob(entry.annotation)
+        entry.annotation = _with_digest(entry.annotation, data)
         try:
-            doc = json.loads(read_blob(entry.annotation))
+            doc = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise SampleError("annotation_json_invalid", str(e)) from e
         if not isinstance(doc, dict) or not isinstance(doc.get("image"), dict):
@@ -150,6 +157,10 @@ class IngestStage(SourceStage):
                 )
             )
         return out
+
+
+def _with_digest(ref: BlobRef, data: bytes) -> BlobRef:
+    return ref if ref.digest is not None else ref.model_copy(update={"digest": blob_digest(data)})
 
 
 def _float(v) -> float | None:

@@ -32,7 +32,7 @@ class TagStage(Stage):
         quiet_loading()
         p = self.params
         self.tagger = Tagger.from_pretrained(
-            resolve(self.spec.models["ram"]),
+            resolve(self.spec.model_ref("ram")),
             tags_file=p.tags_file,
             thresholds_file=p.thresholds_file,
             dtype=p.dtype,

@@ -8,11 +8,8 @@ import shutil
 
 import pytest
 
-ISSUE_12 = "issue 12: workers get the driver's prompt text, model paths and settings"
-
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=ISSUE_12)
 def test_workers_use_the_drivers_prompts_and_relative_model_paths(
     ray_cluster, sa1b_input, tmp_path, run_pipeline, shard_reader, stages_copy, monkeypatch
 ):
@@ -48,7 +45,6 @@ def test_workers_use_the_drivers_prompts_and_relative_model_paths(
 
 
 @pytest.mark.parametrize("executor", ["local", "ray"])
-@pytest.mark.xfail(strict=True, reason="issue 12: a GPU stage without GPUs fails before any work")
 def test_a_gpu_stage_without_gpus_fails_before_any_work(
     executor, ray_cluster, spine_stages, sa1b_input, tmp_path, run_pipeline, stages_copy, monkeypatch
 ):
