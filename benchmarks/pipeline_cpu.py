@@ -22,10 +22,10 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from groundedit.commits import CommitStore
 from groundedit.executors import LocalExecutor
 from groundedit.fixtures import write_sa1b_fixture
 from groundedit.imaging import encode_jpeg
-from groundedit.manifest import StageManifest
 from groundedit.pipeline import Pipeline
 from groundedit.scan import scan_input
 from groundedit.specs import stages_dir
@@ -61,8 +61,7 @@ def pipeline_cpu_seconds(input_dir: Path, out: Path) -> tuple[float, dict[str, f
     total = time.process_time() - start
     per_stage = {}
     for name in pipe.order[:-1]:
-        m = StageManifest.load(out, name)
-        per_stage[name] = sum(u.seconds for u in m.units.values())
+        per_stage[name] = sum(c.seconds for c in CommitStore(out).read_all(name).values())
     return total, per_stage
 
 

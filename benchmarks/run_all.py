@@ -11,6 +11,7 @@ sys.path.insert(0, str(HERE))  # benchmarks import each other (edit_cpu_side use
 # (module file, argv) — CPU-sized settings; each prints its own ratios against a same-run baseline.
 BENCHMARKS = [
     ("pipeline_cpu.py", ["--images", "16"]),
+    ("driver_scale.py", ["--sizes", "1000,4000", "--plan-entries", "100000"]),
     ("edit_cpu_side.py", ["--config", "tiny", "--device", "cpu"]),
     ("perception.py", ["--config", "tiny", "--device", "cpu"]),
     ("bagel_edit.py", ["--config", "tiny", "--device", "cpu"]),

@@ -148,9 +148,9 @@ class CommitStore:
 
     def write_failure(self, failure: UnitFailure) -> None:
         failure = failure.model_copy(update={"updated_ns": time.time_ns()})
-        atomic_write_bytes(
-            self._path(failure.stage, failure.unit, _FAILED), failure.model_dump_json().encode()
-        )
+        # an attempt count lost to a power cut costs one more attempt: no fsync for it
+        path = self._path(failure.stage, failure.unit, _FAILED)
+        atomic_write_bytes(path, failure.model_dump_json().encode(), durable=False)
 
     def remove_failure(self, stage: str, unit: str) -> None:
         self._path(stage, unit, _FAILED).unlink(missing_ok=True)

@@ -30,7 +30,7 @@ from groundedit.scan import IMAGE_EXTENSIONS
 from groundedit.schedule import ResourceError, check_gpus, waves, worker_resources
 from groundedit.sharding import REJECTED_DIR, OutputCombiner
 from groundedit.stages import RunContext
-from groundedit.tickets import Outcome, Ticket
+from groundedit.tickets import Outcome
 from groundedit.worker import MAX_ATTEMPTS, StageJob, run_with_env
 
 # settings a worker must see as the driver does (tiny-model cache, spec/prompt folders, HF cache)
@@ -132,10 +132,13 @@ class Pipeline:
         with run_lock(c.out, on_takeover=takeover):
             RunInfo(input=str(c.input), profile=c.profile, seed=c.seed, limit=c.limit).save(c.out)
             self._clean_temp(names)
-            tickets = self._write_plan(planned) if planned is not None else self._saved_plan(names[0])
+            if planned is not None:
+                self._write_plan(planned)
+            else:
+                self._check_upstream(names[0])
             summary: dict[str, dict] = {}
             for wave in waves(names, specs, capacity, self.schedule):
-                summary.update(self._run_wave(wave, tickets, capacity))
+                summary.update(self._run_wave(wave, PlanReader(c.out), capacity))
             return summary
 
     def preflight(self, names: list[str]) -> None:
@@ -173,35 +176,28 @@ class Pipeline:
 
         return all_units()
 
-    def _write_plan(self, planned: Iterator) -> list[Ticket]:
+    def _write_plan(self, planned: Iterator) -> None:
         writer = PlanWriter(self.ctx.out)
-        tickets: list[Ticket] = []
+        units: set[str] = set()  # ids only (tens of bytes a unit), to forget units that left the plan
         try:
             for unit, entries, stamps, fingerprint, done in planned:
-                tickets.append(writer.add(unit, len(entries), fingerprint, None if done else entries, stamps))
+                writer.add(unit, len(entries), fingerprint, None if done else entries, stamps)
+                units.add(unit)
             writer.commit()
         except BaseException:
             writer.abort()
             raise
-        self._sweep({t.unit for t in tickets})
-        return tickets
+        self._sweep(units)
 
-    def _saved_plan(self, first: str) -> list[Ticket]:
+    def _check_upstream(self, first: str) -> None:
         up = self.chain.previous(first)
         summary = StageSummary.load(self.ctx.out, up) if up else None
-        plan = PlanReader(self.ctx.out)
-        if (
-            up is None
-            or summary is None
-            or not summary.complete
-            or summary.chain_hash != self.chain.hashes[up]
-            or not plan.exists()
-        ):
+        ready = summary is not None and summary.complete and summary.chain_hash == self.chain.hashes[up]
+        if not ready or not PlanReader(self.ctx.out).exists():
             raise PipelineError(
                 f"stage '{first}' needs '{up}' finished with the current specs; "
                 f"run `groundedit run --stage {up}` (or --stage all) first"
             )
-        return list(plan.tickets())
 
     def _sweep(self, planned: set[str]) -> None:
         """Forget units that left the plan (a lower --limit, a removed input file) at every stage."""
@@ -253,12 +249,11 @@ class Pipeline:
             )
         return jobs
 
-    def _run_wave(
-        self, wave: list[str], tickets: list[Ticket], capacity: dict[str, float]
-    ) -> dict[str, dict]:
+    def _run_wave(self, wave: list[str], plan: PlanReader, capacity: dict[str, float]) -> dict[str, dict]:
         c, sink = self.ctx, self.chain.sink
+        planned = plan.info().units
         tallies = {n: _Tally() for n in wave}
-        events = {n: StageEvent(n, "start", units_total=len(tickets)) for n in wave}
+        events = {n: StageEvent(n, "start", units_total=planned) for n in wave}
         for ev in events.values():
             self.on_event(ev)
         combiner = None
@@ -270,7 +265,7 @@ class Pipeline:
 
             combiner = OutputCombiner(c.out, sink, params, self.commits, call)
         window = self.window or max(8, 2 * sum(self.chain.specs[n].workers for n in wave))
-        for ticket in self.executor.stream(self._jobs(wave, capacity), tickets, window):
+        for ticket in self.executor.stream(self._jobs(wave, capacity), plan.tickets(), window):
             for name in wave:
                 o = ticket.outcome(name)
                 tallies[name].add(ticket.unit, o)
@@ -289,7 +284,7 @@ class Pipeline:
                 stage=name,
                 spec_hash=self.chain.specs[name].spec_hash(),
                 chain_hash=self.chain.hashes[name],
-                units_planned=len(tickets),
+                units_planned=planned,
                 units_done=t.done,
                 units_ran=t.ran,
                 units_blocked=t.blocked,
@@ -297,7 +292,7 @@ class Pipeline:
                 rows_in=t.rows_in,
                 kept=t.kept,
                 rejected=dict(t.rejected),
-                complete=t.done == len(tickets),
+                complete=t.done == planned,
             )
             if name == sink:
                 record.shards, record.exported = outputs["shards"], outputs["samples"]
@@ -309,7 +304,7 @@ class Pipeline:
             events[name].kind = "done"
             self.on_event(events[name])
             summary[name] = {
-                "units": len(tickets),
+                "units": planned,
                 "ran": t.ran,
                 "rows": t.rows_in,
                 "kept": t.kept,

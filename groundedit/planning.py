@@ -123,6 +123,7 @@ class PlanReader:
 
     def __init__(self, out: Path):
         self.dir = plan_dir(out)
+        self._open: tuple[str, pq.ParquetFile] | None = None  # the part file read last
 
     def exists(self) -> bool:
         return (self.dir / "plan.json").is_file()
@@ -139,8 +140,13 @@ class PlanReader:
 
     def entries(self, ticket: Ticket) -> tuple[list[SourceEntry], list[FileStamp]]:
         """The source entries of one unit (read alone: one row group)."""
-        pf = pq.ParquetFile(self.dir / ticket.plan_part)
-        row = pf.read_row_group(ticket.plan_row, columns=["unit", "entries", "stamps"]).to_pylist()[0]
+        if self._open is None or self._open[0] != ticket.plan_part:
+            self._open = (ticket.plan_part, pq.ParquetFile(self.dir / ticket.plan_part))
+        row = (
+            self._open[1]
+            .read_row_group(ticket.plan_row, columns=["unit", "entries", "stamps"])
+            .to_pylist()[0]
+        )
         if row["unit"] != ticket.unit:
             raise RuntimeError(f"plan row {ticket.plan_part}:{ticket.plan_row} is not unit {ticket.unit}")
         if not row["entries"]:

@@ -39,8 +39,9 @@ def group_id(relative: str) -> str:
 
 
 def _split(name: str) -> tuple[str, str]:
-    p = Path(name)
-    return str(p.with_suffix("")), p.suffix.lower()
+    """``(stem with folders, lower-case extension)`` (string operations: called per member)."""
+    stem, ext = os.path.splitext(name)
+    return stem, ext.lower()
 
 
 def _entries_from_tar(tar: Path) -> Iterator[SourceEntry]:

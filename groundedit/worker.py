@@ -12,7 +12,7 @@ same in-process and on Ray. For each ticket the worker:
 Bytes that changed under the run (:class:`~groundedit.tario.BlobChanged`) also remove the commit
 of the stage that made them, so the next run redoes that stage for the unit.
 The stage's models load on the first unit that needs running, not before: a resumed run whose
-stage is done never loads them.
+stage is done never loads them. A stage that cannot start (``setup()`` raises) stops the run.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class StageWorker:
         os.environ.update(job.ctx.env)  # the driver's settings, whatever this process inherited
         self.job = job
         self.commits = CommitStore(job.ctx.out)
+        self.plan = PlanReader(job.ctx.out)
         self.stage = None
 
     def _stage(self):
@@ -108,6 +109,7 @@ class StageWorker:
 
     def _run(self, ticket: Ticket, fingerprint: str, upstream: list[UnitCommit]) -> Outcome:
         job, unit = self.job, ticket.unit
+        self._stage()  # a stage that cannot start fails the run, not each unit in turn
         failure = self.commits.read_failure(job.name, unit)
         attempts = 0
         if failure is not None and failure.counts_for(job.ctx.run_id, job.chain_hash, fingerprint):
@@ -148,7 +150,7 @@ class StageWorker:
         job, stage = self.job, self._stage()
         out = job.ctx.out
         if isinstance(stage, SourceStage):
-            entries, stamps = PlanReader(out).entries(ticket)
+            entries, stamps = self.plan.entries(ticket)
             commit = run_unit(
                 stage, Unit(ticket.unit, fingerprint, len(entries), entries=entries), job.chain_hash
             )

@@ -41,6 +41,12 @@ def ray_cluster(model_cache):
 
 
 @pytest.fixture(scope="session")
+def ray_address(ray_cluster) -> str:
+    """The session cluster's address, for CLI runs in subprocesses (``--ray-address``)."""
+    return ray_cluster.get_runtime_context().gcs_address
+
+
+@pytest.fixture(scope="session")
 def sa1b_input(tmp_path_factory) -> Path:
     """12 synthetic SA-1B photos in two tar shards."""
     d = tmp_path_factory.mktemp("sa1b")
@@ -174,23 +180,30 @@ def hostile_input(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 
 
 def _run_pipeline(
-    input_path: Path, out: Path, executor: str = "local", seed: int = 0, stage: str | None = None
+    input_path: Path,
+    out: Path,
+    executor: str = "local",
+    seed: int = 0,
+    stage: str | None = None,
+    limit: int | None = None,
+    **options,
 ):
     from groundedit.executors import make_executor
     from groundedit.pipeline import Pipeline
     from groundedit.stages import RunContext
 
-    ctx = RunContext(out=out, input=input_path, seed=seed, profile="tiny")
+    ctx = RunContext(out=out, input=input_path, seed=seed, profile="tiny", limit=limit)
     ex = make_executor(executor)
     try:
-        return Pipeline(ctx, ex).run(stage)
+        return Pipeline(ctx, ex, **options).run(stage)
     finally:
         ex.close()
 
 
 @pytest.fixture(scope="session")
 def run_pipeline():
-    """Run the tiny-profile pipeline in-process: ``run_pipeline(input, out, executor, seed, stage)``."""
+    """Run the tiny-profile pipeline in-process: ``run_pipeline(input, out, executor, seed, stage,
+    limit, **Pipeline options)`` (options: ``schedule``, ``window``, ``max_attempts``)."""
     return _run_pipeline
 
 
@@ -250,3 +263,14 @@ def spine_stages(tmp_path_factory) -> Path:
 def stages_copy():
     """``stages_copy(dest, order=None, edits=None)``: see :func:`copy_stages`."""
     return copy_stages
+
+
+@pytest.fixture(scope="session")
+def spine_reference(spine_stages, sa1b_input, tmp_path_factory):
+    """An uninterrupted local run of the spine over ``sa1b_input``: what every interrupted run
+    must end up with."""
+    out = tmp_path_factory.mktemp("spine-reference")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GROUNDEDIT_STAGES_DIR", str(spine_stages))
+        _run_pipeline(sa1b_input, out)
+    return out

@@ -8,6 +8,7 @@ import pytest
 from groundedit.records import BlobRef
 from groundedit.tario import (
     ArtifactPack,
+    BlobChanged,
     TarWriter,
     normalise_member_name,
     read_blob,
@@ -75,3 +76,38 @@ def test_abort_and_uncommitted_pack_leave_nothing(tmp_path):
     pack.commit()
     assert read_blob(ref, tmp_path) == b"payload"
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["data", "p.tar"]
+
+
+def test_read_blob_checks_length_and_digest(tmp_path):
+    pack = ArtifactPack(tmp_path, "data/s/u.tar")
+    ref = pack.add("k.png", b"abcdef" * 100)
+    pack.commit()
+    assert ref.digest and read_blob(ref, tmp_path) == b"abcdef" * 100
+    path = tmp_path / "data/s/u.tar"
+    data = bytearray(path.read_bytes())
+    data[ref.offset] ^= 0xFF  # same length, other bytes: a rewrite the length cannot see
+    path.write_bytes(bytes(data))
+    with pytest.raises(BlobChanged, match="digest differs"):
+        read_blob(ref, tmp_path)
+    path.write_bytes(bytes(data[: ref.offset + 10]))
+    with pytest.raises(BlobChanged, match="10 bytes where 600 were recorded"):
+        read_blob(ref, tmp_path)
+
+
+def test_rollback_drops_what_a_batch_packed(tmp_path):
+    pack = ArtifactPack(tmp_path, "u.tar")
+    a = pack.add("a.x", b"a" * 700)
+    mark = pack.mark()
+    pack.add("b.x", b"b" * 10)
+    pack.rollback(mark)
+    c = pack.add("c.x", b"c" * 5)
+    pack.commit()
+    with tarfile.open(tmp_path / "u.tar") as tar:
+        assert tar.getnames() == ["a.x", "c.x"]
+    assert read_blob(a, tmp_path) == b"a" * 700 and read_blob(c, tmp_path) == b"c" * 5
+    empty = ArtifactPack(tmp_path, "v.tar")
+    mark = empty.mark()
+    empty.add("b.x", b"b")
+    empty.rollback(mark)
+    empty.commit()
+    assert not (tmp_path / "v.tar").exists() and not empty.committed

@@ -60,3 +60,79 @@ def test_a_gpu_stage_without_gpus_fails_before_any_work(
     with pytest.raises(PipelineError, match=r"render.*GPU.*gpus: 0"):
         run_pipeline(sa1b_input, out, executor=executor)
     assert not (out / "data").exists(), "nothing was run"
+
+
+def _same_output(out, reference, shard_reader) -> None:
+    import pyarrow.parquet as pq
+
+    assert shard_reader(out) == shard_reader(reference)
+    names = sorted(p.name for p in (reference / "shards").glob("*.tar"))
+    assert sorted(p.name for p in (out / "shards").glob("*.tar")) == names
+    for name in names:
+        assert (out / "shards" / name).read_bytes() == (reference / "shards" / name).read_bytes()
+    rejected = sorted(pq.read_table(out / "rejected.parquet").column("key").to_pylist())
+    assert rejected == sorted(pq.read_table(reference / "rejected.parquet").column("key").to_pylist())
+    assert len(set(rejected)) == len(rejected), "no rejected row twice"
+    assert not list(out.rglob(".*.tmp-*")), "no temp files left behind"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "point",
+    [
+        "render:artifacts-committed@2",  # mid-unit: its artifact tar renamed, its Parquet not yet
+        "export:part-written@2",  # parallel export: a unit's part written, its commit not yet
+        "export:shard-written@2",  # a shard written by a Ray task, before it returns
+    ],
+)
+def test_a_ray_worker_killed_mid_work_costs_nothing(
+    point,
+    ray_cluster,
+    spine_stages,
+    spine_reference,
+    sa1b_input,
+    tmp_path,
+    run_pipeline,
+    shard_reader,
+    monkeypatch,
+):
+    """SIGKILL inside a Ray worker: Ray restarts it and retries its unit (or task); the run
+    finishes with the same output as an uninterrupted one."""
+    from groundedit.commits import CommitStore
+
+    killed = tmp_path / "killed"
+    monkeypatch.setenv("GROUNDEDIT_STAGES_DIR", str(spine_stages))
+    monkeypatch.setenv("GROUNDEDIT_CRASH_AT", point)
+    monkeypatch.setenv("GROUNDEDIT_CRASH_ONCE", str(killed))
+    out = tmp_path / "run"
+    summary = run_pipeline(sa1b_input, out, executor="ray")
+    assert killed.exists(), f"a worker reached {point} and was killed"
+    assert not any(s.get("quarantined") for s in summary.values())
+    _same_output(out, spine_reference, shard_reader)
+    stage = point.split(":")[0]
+    assert not [u for u in CommitStore(out).units(stage) if CommitStore(out).read_failure(stage, u)]
+
+
+@pytest.mark.slow
+def test_the_driver_killed_under_ray_resumes(
+    ray_address, spine_stages, spine_reference, sa1b_input, tmp_path, cli, shard_reader
+):
+    import signal
+
+    out = tmp_path / "run"
+    args = [
+        "run",
+        "--input",
+        str(sa1b_input),
+        "--out",
+        str(out),
+        "--profile",
+        "tiny",
+        "--ray-address",
+        ray_address,
+    ]
+    env = {"GROUNDEDIT_STAGES_DIR": str(spine_stages)}
+    crashed = cli(*args, env={**env, "GROUNDEDIT_CRASH_AT": "run:ticket-done@2"}, check=False)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    cli(*args, env=env)
+    _same_output(out, spine_reference, shard_reader)
