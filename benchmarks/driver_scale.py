@@ -6,8 +6,8 @@
    left in the run folder and the driver's peak RSS, per image. Flat per-image numbers from one
    size to the next mean the driver's cost per unit is O(1).
 2. Planning of a synthetic input of N entries whose tars hold headers only (an image member and
-   an annotation member per entry, 10k entries a tar like SA-1B's ~11k): time, peak RSS and plan
-   size, extrapolated to SA-1B (11M images in ~1000 tars).
+   an annotation member per entry, 10k entries a tar like SA-1B's ~11k; units of 256 like the paper
+   profile): CPU time, peak RSS and plan size, extrapolated to SA-1B (11M images in ~1000 tars).
 
     python benchmarks/driver_scale.py [--sizes 4000,32000,256000] [--plan-entries 1000000]
         [--pythonpath OTHER_CHECKOUT]   # run the measured processes against another checkout
@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sizes", default="4000,32000,256000", help="images of each ingest-only run")
     ap.add_argument("--unit-size", type=int, default=4)
     ap.add_argument("--plan-entries", type=int, default=1_000_000)
+    ap.add_argument("--plan-unit-size", type=int, default=256, help="the paper profile's unit size")
     ap.add_argument("--pythonpath", default=None, help="measure another checkout of groundedit")
     ap.add_argument(
         "--executor",
@@ -244,7 +245,8 @@ def main(argv: list[str] | None = None) -> dict:
             start = time.perf_counter()
             write_header_only_tars(inp, args.plan_entries)
             made = time.perf_counter() - start
-            r = run_child("plan", inp, out, stages, args.pythonpath)
+            plan_stages = stages_with_unit_size(tmp / "plan-stages", args.plan_unit_size)
+            r = run_child("plan", inp, out, plan_stages, args.pythonpath)
             per_entry = r["cpu_seconds"] / r["entries"]
             r |= {
                 "input_bytes": folder_bytes(inp),
