@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo
 
-.PHONY: install test test-fast demo lint format bench schema clean
+.PHONY: install install-gpu check-vllm-pins test test-fast demo lint format bench schema clean
 
 install:
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -12,6 +12,22 @@ install:
 	# CPU torch from this machine's disk first; the project's torch range then installs nothing more.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
+
+# GPU machines: CUDA torch, the vllm extra, then a readiness report (`groundedit doctor`; it exits 1
+# while models are missing, which does not fail the install). PyPI's torch 2.13.0 for Linux x86_64 is
+# the CUDA 13.0 build vLLM 0.32.0's kernels are compiled against; `===` refuses local builds such as
+# 2.13.0+cpu, which would otherwise satisfy vLLM's `torch==2.13.0` and leave vLLM without CUDA.
+install-gpu:
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import sys, torch; sys.exit(not (torch.version.cuda or '').startswith('13'))" 2>/dev/null \
+		|| $(BIN)/python -m pip install -q --force-reinstall 'torch===2.13.0'
+	$(BIN)/python -m pip install -q -e '.[dev,vllm]'
+	-$(BIN)/groundedit doctor
+
+# Lists any installed package `pip install -e '.[vllm]'` would move (the base pins mirror vLLM's).
+check-vllm-pins:
+	$(BIN)/python .ci/vllm_pins.py
 
 # pytest exits 5 when it collects no tests: not a failure of the project.
 test:

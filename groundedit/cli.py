@@ -253,6 +253,23 @@ def fixture(
     console.print(f"wrote {images} images in {len(tars)} shards to {out}")
 
 
+@app.command()
+def doctor(
+    profile: str = typer.Option(DEFAULT_PROFILE, "--profile", help="the profile whose needs are checked"),
+) -> None:
+    """Is this machine ready for a run: torch/CUDA, GPUs, vLLM, every model and file, and how to get each."""
+    from groundedit.doctor import diagnose, render
+
+    if profile not in available_profiles():
+        raise CliError(
+            f"unknown profile '{profile}' (choose from: {', '.join(sorted(available_profiles()))})"
+        )
+    findings = diagnose(profile)
+    print(render(findings))
+    if any(f.level in ("missing", "warn") for f in findings):
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: usage errors and expected failures print one line and exit non-zero."""
     from groundedit.pipeline import PipelineError

@@ -185,15 +185,16 @@ class Pipeline:
             return summary
 
     def preflight(self, names: list[str]) -> None:
-        """Stop before any work if a model the stages need cannot be had (listing every one)."""
-        from groundedit.models.hub import missing_models
+        """Stop before any work if a model, file or package the stages will read cannot be had
+        (listing every one, with the command that gets it)."""
+        from groundedit.models.hub import missing_requirements
 
-        refs = [(n, role, ref) for n in names for role, ref in self.specs[n].models.items()]
-        missing = missing_models(refs)
+        reqs = [r for n in names for r in self.classes[n](self.specs[n], self.ctx).requirements()]
+        missing = missing_requirements(reqs)
         if missing:
             lines = "\n  ".join(missing)
             raise PipelineError(
-                f"models missing for profile '{self.ctx.profile}':\n  {lines}\n"
+                f"models or files missing for profile '{self.ctx.profile}':\n  {lines}\n"
                 "get them (or point the stage specs at local copies), or use --profile tiny to run "
                 "every stage with tiny random-weight models"
             )

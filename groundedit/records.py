@@ -58,10 +58,12 @@ class Source(_Record):
 
 
 class Tag(_Record):
-    """An open-set tag of the image with its probability (RAM++)."""
+    """An open-set tag of the image with its probability (RAM++), and its Chinese name when the tag
+    vocabulary has a Chinese list (RAM++'s does)."""
 
     name: str
     score: float
+    name_zh: str | None = None
 
 
 class Candidate(_Record):
@@ -234,6 +236,10 @@ class ExportRecord(_Strict):
     source: ExportSource
     target: ExportTarget
     tags: list[str]
+    tags_zh: list[str] = Field(
+        description="Chinese names of `tags`, index for index (RAM++'s Chinese list); "
+        "empty when the tag vocabulary has no Chinese list"
+    )
     edit_type: EditType | None
     instructions: ExportInstructions | None
     cot: ExportCoT | None

@@ -28,6 +28,32 @@ def model_cache(tmp_path_factory):
     return path
 
 
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """An empty, offline Hugging Face cache; ``hf_cache(repo_id, filename, source)`` puts a file into
+    it exactly where ``hf download repo_id filename`` would (``models--org--name/snapshots/<rev>/``)."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    root = tmp_path / "hf-cache"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    revision = "0" * 40
+
+    def put(repo_id: str, filename: str, source: Path) -> Path:
+        repo = root / f"models--{repo_id.replace('/', '--')}"
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text(revision)
+        dest = repo / "snapshots" / revision / filename
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+        return dest
+
+    return put
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(model_cache):
     """A local Ray cluster shared by every test that needs one (started once, ~3 s). Started after

@@ -180,3 +180,4 @@ def test_plain_images_get_candidates_from_tag_and_ground(
         assert doc["source"]["dataset"] == "images"
         assert doc["target"]["candidate_source"] == "grounded-sam"
         assert doc["target"]["label"] in doc["tags"]
+        assert len(doc["tags_zh"]) == len(doc["tags"]) and all(doc["tags_zh"]), "tiny RAM++ has Chinese names"

@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -23,6 +23,9 @@ from groundedit import __version__
 from groundedit.records import Provenance, Sample, SourceEntry
 from groundedit.specs import StageSpec
 from groundedit.tario import ArtifactPack
+
+if TYPE_CHECKING:
+    from groundedit.models.hub import Requirement
 
 
 class NoParams(BaseModel):
@@ -67,6 +70,13 @@ class BaseStage(ABC):
 
     def model_ids(self) -> list[str]:
         return list(self.spec.models.values())
+
+    def requirements(self) -> list[Requirement]:
+        """Every model, file and package ``setup`` will read: checked by the run's preflight before
+        any work, and listed by ``groundedit doctor``. Stages that read more than their models add it."""
+        from groundedit.models.hub import Requirement
+
+        return [Requirement(self.name, role, ref) for role, ref in self.spec.models.items()]
 
     def provenance(self, **extra) -> Provenance:
         return Provenance(

@@ -48,6 +48,15 @@ class ChatStage(Stage):
         self.backend.setup()
         self.template = load_prompt(self.spec.prompt, directory=prompts_dir())
 
+    def requirements(self):
+        """The model, plus vLLM itself when the spec asks for that backend (GPU machines only)."""
+        from groundedit.models.hub import Requirement
+
+        reqs = super().requirements()
+        if self.spec.backend == "vllm":
+            reqs.append(Requirement(self.name, "backend", "vllm", kind="package", fix="make install-gpu"))
+        return reqs
+
     def teardown(self) -> None:
         backend = getattr(self, "backend", None)
         if backend is not None and hasattr(backend, "teardown"):

@@ -64,6 +64,8 @@ def export_record(s: Sample, members: list[str]) -> ExportRecord:
                 "score": float(t.score),
             },
             "tags": [tag.name for tag in s.tags],
+            # All or nothing: a vocabulary either has a Chinese list or not.
+            "tags_zh": [tag.name_zh for tag in s.tags] if all(tag.name_zh for tag in s.tags) else [],
             "edit_type": s.edit_type,
             "instructions": s.instructions.model_dump() if s.instructions else None,
             "cot": s.cot.model_dump(by_alias=True) if s.cot else None,

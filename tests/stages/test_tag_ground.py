@@ -37,12 +37,13 @@ def tagged(ingested):
 
 
 def test_tags_are_well_formed(tagged):
-    from groundedit.models.perception.tiny import TINY_TAGS
+    from groundedit.models.perception.tiny import TINY_TAGS, TINY_TAGS_CHINESE
 
     _, samples = tagged
     for s in samples:
         assert s.rejection is None and s.tags, "the tiny thresholds always pass some tags"
         assert all(t.name in TINY_TAGS and 0 <= t.score <= 1 for t in s.tags)
+        assert all(t.name_zh == TINY_TAGS_CHINESE[TINY_TAGS.index(t.name)] for t in s.tags)
         assert [t.score for t in s.tags] == sorted((t.score for t in s.tags), reverse=True)
         assert s.provenance[-1].stage == "tag" and s.provenance[-1].models == ["tiny://ram_plus"]
     assert len({tuple(t.name for t in s.tags) for s in samples}) >= 1
