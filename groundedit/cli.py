@@ -1,4 +1,5 @@
-"""The ``groundedit`` command line: run the pipeline, show a run's status, make a tiny input."""
+"""The ``groundedit`` command line: run the pipeline, show a run's status, report on it, export and
+evaluate edits, make a tiny input."""
 
 from __future__ import annotations
 
@@ -160,6 +161,54 @@ def fixture(
         out, images=images, images_per_tar=images_per_tar, size=(width, height), seed=seed
     )
     console.print(f"wrote {images} images in {len(tars)} shards to {out}")
+
+
+@app.command()
+def report(
+    out: Path = typer.Option(..., "--out", help="run folder"),
+    to: Path | None = typer.Option(None, "--to", help="report folder (default: OUT/report)"),
+    gallery_limit: int = typer.Option(500, "--gallery-limit", min=0, help="kept samples in the gallery"),
+    rejected_per_reason: int = typer.Option(
+        12, "--rejected-per-reason", min=0, help="rejected samples shown per stage and reason"
+    ),
+) -> None:
+    """Write a static HTML report of a run: funnel, distributions, cost, gallery, rejections."""
+    from groundedit.report import build_report
+
+    page = build_report(out, to, gallery_limit, rejected_per_reason)
+    console.print(f"report: {page}", soft_wrap=True)
+
+
+@app.command()
+def export(
+    out: Path = typer.Option(..., "--out", help="run folder (its export stage finished)"),
+    format: str = typer.Option(..., "--format", help="'bagel-parquet' or 'hf'"),
+    to: Path = typer.Option(..., "--to", help="new folder for the converted data"),
+    layout: str = typer.Option("both", "--layout", help="bagel-parquet: 'edit', 'chain' or 'both'"),
+    rows_per_file: int = typer.Option(1024, "--rows-per-file", min=1, help="bagel-parquet rows per file"),
+    rows_per_group: int = typer.Option(
+        64, "--rows-per-group", min=1, help="bagel-parquet rows per row group"
+    ),
+) -> None:
+    """Convert a run's exported samples to another training format (Bagel parquet, HF datasets)."""
+    from groundedit.exporters import EXPORTERS, export_bagel_parquet, export_hf
+    from groundedit.exporters.bagel import LAYOUTS
+    from groundedit.rundata import RunData
+
+    if format not in EXPORTERS:
+        raise CliError(f"unknown format '{format}' (choose from: {', '.join(EXPORTERS)})")
+    if layout not in (*LAYOUTS, "both"):
+        raise CliError(f"unknown layout '{layout}' (choose from: {', '.join(LAYOUTS)}, both)")
+    run = RunData(out)
+    if format == "hf":
+        summary = export_hf(run, to)
+    else:
+        layouts = LAYOUTS if layout == "both" else (layout,)
+        summary = export_bagel_parquet(run, to, layouts, rows_per_file, rows_per_group)
+    rows = ", ".join(f"{k} {v} rows" for k, v in summary.rows.items())
+    console.print(f"{summary.format}: {rows} in {len(summary.files)} files at {summary.to}", soft_wrap=True)
+    for reason, n in summary.skipped.most_common():
+        console.print(f"  skipped {n}: {reason}", soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
