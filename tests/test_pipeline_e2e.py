@@ -177,3 +177,16 @@ def test_plain_images_get_candidates_from_tag_and_ground(
         assert doc["source"]["dataset"] == "images"
         assert doc["target"]["candidate_source"] == "grounded-sam"
         assert doc["target"]["label"] in doc["tags"]
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_unit_records_carry_their_cost(runs, executor):
+    from groundedit.manifest import StageManifest
+
+    for name in load_pipeline()[:-1]:
+        units = StageManifest.load(runs[executor], name).units.values()
+        assert all(u.device == "cpu" and u.gpu_seconds is None and u.seconds >= 0 for u in units)
+        spec = load_spec(name, "tiny")
+        charged = [u for u in units if u.setup_seconds > 0]
+        if spec.models:  # each worker charges its model loading to the first unit it ran
+            assert 1 <= len(charged) <= spec.workers, (name, [u.setup_seconds for u in units])
