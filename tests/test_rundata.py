@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pyarrow.parquet as pq
@@ -30,7 +31,7 @@ def test_stage_summaries_match_the_manifests(tiny_run):
         assert (s.rows_in, s.kept, s.rejected) == (rows, kept, dict(rejected))
         assert s.devices == ("cpu",) and s.gpu_seconds == 0.0
         assert s.seconds == pytest.approx(sum(u.seconds for u in m.units.values()))
-    for a, b in zip(stages[:-1], stages[1:], strict=False):
+    for a, b in itertools.pairwise(stages):
         assert b.rows_in == a.kept, "each stage takes what the one before kept"
     export = stages[-1]
     assert export.kept == sum(
