@@ -194,6 +194,15 @@ def run_pipeline():
     return _run_pipeline
 
 
+@pytest.fixture(scope="session")
+def tiny_run(sa1b_input, tmp_path_factory) -> Path:
+    """One full tiny-profile run of the pipeline on ``sa1b_input`` (local executor), shared by every test
+    that needs real shards (end-to-end checks, training). Read it, never write into it."""
+    out = tmp_path_factory.mktemp("tiny-run")
+    _run_pipeline(sa1b_input, out, executor="local")
+    return out
+
+
 def read_shards(out: Path) -> dict[str, dict[str, bytes]]:
     """Every exported sample: key -> {member: bytes}, read with the standard tarfile module."""
     samples: dict[str, dict[str, bytes]] = {}

@@ -19,13 +19,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def runs(sa1b_input, tmp_path_factory, run_pipeline, ray_cluster):
-    out = {}
-    for executor in ("local", "ray"):
-        d = tmp_path_factory.mktemp(f"run-{executor}")
-        run_pipeline(sa1b_input, d, executor=executor)
-        out[executor] = d
-    return out
+def runs(sa1b_input, tiny_run, tmp_path_factory, run_pipeline, ray_cluster):
+    d = tmp_path_factory.mktemp("run-ray")
+    run_pipeline(sa1b_input, d, executor="ray")
+    return {"local": tiny_run, "ray": d}
 
 
 @pytest.mark.parametrize("executor", ["local", "ray"])

@@ -23,11 +23,10 @@ def weighted_mean(rows: Tensor, weights: Tensor) -> Tensor:
     return (weights[:, None] * rows).sum(0) / weights.sum().clamp_min(1e-6)
 
 
-def mask_coverage(mask: Tensor, image_size: tuple[int, int], grid: tuple[int, int]) -> Tensor:
-    """Share of each grid cell covered by ``mask`` [H, W] once resized to ``image_size`` (h, w): [h*w]."""
-    m = mask.float()[None, None]
-    m = F.interpolate(m, size=image_size, mode="bilinear", align_corners=False)
-    return F.adaptive_avg_pool2d(m, grid).flatten()
+def mask_coverage(mask: Tensor, grid: tuple[int, int]) -> Tensor:
+    """Share of each cell of ``grid`` (h, w) that ``mask`` [H, W] covers, the image split into h x w equal
+    cells (sizes that do not divide evenly get adaptive pooling's overlapping cells): [h*w]."""
+    return F.adaptive_avg_pool2d(mask.float()[None, None], grid).flatten()
 
 
 def resize_tokens(tokens: Tensor, grid: tuple[int, int], size: tuple[int, int]) -> Tensor:

@@ -123,11 +123,10 @@ def pack_terms(
 
     # Alignment at the chosen layer: text-vision (Ltv) for every sample, vision-vision (Lvv) where the
     # grounded image's ViT tokens survived CFG dropout.
-    d = config.latent_downsample
     tv, vv = [], []
     for s, grid in zip(reasoning, grids[EDITED_NOISED], strict=True):
         edited = layer[s.spans[EDITED_NOISED].tokens]
-        coverage = mask_coverage(s.plan.mask, (grid[0] * d, grid[1] * d), grid).to(edited.device)
+        coverage = mask_coverage(s.plan.mask, grid).to(edited.device)
         tv.append(text_vision_alignment(heads.pt, edited, coverage, target(layer[s.location_tokens])))
         vit = s.spans.get(GROUNDED_VIT)
         if vit is not None:
