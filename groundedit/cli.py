@@ -184,27 +184,45 @@ def train(
     from groundedit.train.trainer import train as run_training
 
     spec = load_train_spec(profile, overrides={"max_steps": max_steps} if max_steps else None)
-    columns = [
-        TextColumn("train"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[losses]}"),
-        TextColumn("{task.fields[speed]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("train", total=spec.max_steps, losses="", speed="")
-
-        def show(record) -> None:
-            losses = " ".join(f"{t} {record.terms[t]:.3f}" for t in _LOSS_TERMS)
-            speed = f"{record.tokens / max(record.seconds, 1e-9):.0f} tok/s"
-            progress.update(
-                task, completed=record.step, losses=f"loss {record.loss:.3f} | {losses}", speed=speed
-            )
-
-        model_dir = run_training(spec, data, out, resume=resume, on_step=show)
+    view = _TrainView(spec.max_steps)
+    try:
+        model_dir = run_training(spec, data, out, resume=resume, on_step=view)
+    finally:
+        view.close()
     console.print(f"model: {model_dir}   metrics: {out / 'metrics.jsonl'}", soft_wrap=True)
+
+
+class _TrainView:
+    """A progress bar started at the first finished step (so set-up errors print alone): each loss term,
+    tokens/s, ETA."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.progress, self.task = total, None, None
+
+    def __call__(self, record) -> None:
+        if self.progress is None:
+            columns = [
+                TextColumn("train"),
+                BarColumn(bar_width=20),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[losses]}"),
+                TextColumn("{task.fields[speed]}"),
+                TimeRemainingColumn(),
+            ]
+            self.progress = Progress(*columns, console=console)
+            self.progress.start()
+            self.task = self.progress.add_task(
+                "train", total=self.total, completed=record.step - 1, losses="", speed=""
+            )
+        losses = " ".join(f"{t} {record.terms[t]:.3f}" for t in _LOSS_TERMS)
+        speed = f"{record.tokens / max(record.seconds, 1e-9):.0f} tok/s"
+        self.progress.update(
+            self.task, completed=record.step, losses=f"loss {record.loss:.3f} ({losses})", speed=speed
+        )
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
 
 
 def _edit_jobs(

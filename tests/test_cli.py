@@ -21,6 +21,11 @@ def test_version(cli):
         (["run", "--input", ".", "--out", "x", "--executor", "slurm"], "unknown executor 'slurm'"),
         (["status", "--out", "/nonexistent"], "is not a run folder"),
         (["frobnicate"], "No such command 'frobnicate'"),
+        (["train", "--data", "/nonexistent", "--out", "x", "--profile", "tiny"], "no such file or folder"),
+        (["train", "--data", "manifests", "--out", "x", "--profile", "tiny"], "no .tar shards"),
+        (["train", "--data", "manifests", "--out", "x", "--profile", "huge"], "no profile 'huge'"),
+        (["train", "--data", ".", "--out", "x", "--resume"], "holds no training checkpoint"),
+        (["edit", "--ckpt", "/nonexistent", "--image", "a.jpg", "--instruction", "y"], "no Bagel checkpoint"),
     ],
 )
 def test_errors_are_one_line_and_nonzero(cli, args, message, tmp_path):

@@ -147,6 +147,11 @@ class DataMixture:
             sources.append((open_source(path), weight))
         return cls(sources, seed, rank, world_size)
 
+    def check(self) -> None:
+        """Fail now (:class:`DataError`) if a source holds no usable sample, without moving the position."""
+        for stream in self.streams:
+            _Stream(stream.source, stream.seed, stream.rank, stream.world_size).next(Counter())
+
     def next(self) -> tuple[int, EditExample]:
         """(draw number, example); the draw number keys the randomness of what is built from it."""
         u = random.Random(f"{self.seed}:mix:{self.draws}").random()

@@ -201,6 +201,7 @@ def train(
         torch.set_num_threads(spec.runtime.cpu_threads)
     # Data first: a bad --data fails before any model is loaded. (A distributed run passes its rank here.)
     data = DataMixture.from_args(data_args, seed=spec.seed)
+    data.check()
     c = build_components(spec)
     model, heads = c.bagel.model, c.heads
     apply_freezing(c, spec.freeze)
