@@ -83,6 +83,20 @@ class StepRecord:
         }
 
 
+# Spec fields a resumed run may change; any other change would make it a different run.
+RESUMABLE_CHANGES = {"max_steps", "checkpoint_every", "keep_checkpoints", "log_every", "description"}
+
+
+def preflight(spec: TrainSpec) -> None:
+    """Stop before loading anything if a model cannot be had, naming each (as ``groundedit run`` does)."""
+    from groundedit.models.hub import missing_models
+
+    missing = missing_models([("train", role, ref) for role, ref in sorted(spec.models.items())])
+    if missing:
+        lines = "\n  ".join(missing)
+        raise TrainError(f"models missing:\n  {lines}\nget them, or use --profile tiny")
+
+
 def resolve_device(name: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
@@ -199,9 +213,10 @@ def train(
 
     if spec.runtime.cpu_threads is not None:
         torch.set_num_threads(spec.runtime.cpu_threads)
-    # Data first: a bad --data fails before any model is loaded. (A distributed run passes its rank here.)
+    # Data and models are checked before anything is loaded. (A distributed run passes its rank here.)
     data = DataMixture.from_args(data_args, seed=spec.seed)
     data.check()
+    preflight(spec)
     c = build_components(spec)
     model, heads = c.bagel.model, c.heads
     apply_freezing(c, spec.freeze)
@@ -226,6 +241,11 @@ def train(
             raise TrainError(f"--resume: {latest} cannot be loaded ({type(e).__name__}: {e})") from e
         if meta["data_args"] != data_args:
             raise TrainError(f"--resume: the run was trained on --data {meta['data_args']}, not {data_args}")
+        changed = sorted(
+            k for k, v in run["spec"].items() if k not in RESUMABLE_CHANGES and meta["spec"].get(k) != v
+        )
+        if changed:
+            raise TrainError(f"--resume: the spec changed since the checkpoint ({', '.join(changed)})")
         step = meta["step"]
         data.load_state_dict(meta["data"])
     atomic_write_bytes(out / "run.json", json.dumps(run, indent=2).encode())

@@ -92,14 +92,14 @@ def test_cfg_dropout_drops_conditions_never_losses(components):
 def test_cfg_dropout_rates_follow_the_spec(components):
     b = builder(components, cfg_dropout={"text": 0.1, "vit": 0.3, "vae": 0.3})
     rng, image = random.Random(7), picture(0, (32, 32))
-    n = 2000
+    n = 1000
     vae = vit = text = 0
     for _ in range(n):
         a, c = b._condition(image, rng)
         vae += a.kind == "skip"
         vit += c.kind == "skip"
         text += not b._instruction("x", rng)
-    assert abs(vae / n - 0.3) < 0.04 and abs(vit / n - 0.3) < 0.04 and abs(text / n - 0.1) < 0.03
+    assert abs(vae / n - 0.3) < 0.05 and abs(vit / n - 0.3) < 0.05 and abs(text / n - 0.1) < 0.035
 
 
 def test_plain_chain_and_reasoning_fraction(components):

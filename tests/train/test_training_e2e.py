@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from groundedit.cli import main
 from groundedit.models.bagel import BagelEditor, write_tiny_bagel
 from groundedit.train.data import DataMixture
+from groundedit.train.errors import TrainError
 from groundedit.train.logbook import read_metrics
 from groundedit.train.objective import TERMS
 from groundedit.train.sequence import build_pack, group_plans
@@ -75,39 +76,42 @@ def test_training_overfits_one_sample_and_every_term_falls(tiny_run, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def reference_run(tiny_run, tmp_path_factory, cli):
-    """An uninterrupted 6-step tiny run through the CLI (checkpoints after steps 4 and 6)."""
+def reference_run(tiny_run, tmp_path_factory):
+    """An uninterrupted 4-step tiny run through the CLI, in this process (the tiny profile checkpoints
+    every 2 steps and runs on one CPU thread, like the subprocesses below)."""
     out = tmp_path_factory.mktemp("train") / "ref"
-    cli("train", "--data", str(tiny_run), "--out", str(out), "--profile", "tiny", "--max-steps", "6")
+    assert (
+        main(["train", "--data", str(tiny_run), "--out", str(out), "--profile", "tiny", "--max-steps", "4"])
+        == 0
+    )
     return out
 
 
 def test_kill_and_resume_repeats_the_uninterrupted_run(reference_run, tiny_run, tmp_path, cli):
     out = tmp_path / "run"
-    args = ["train", "--data", str(tiny_run), "--out", str(out), "--profile", "tiny", "--max-steps", "6"]
+    args = ["train", "--data", str(tiny_run), "--out", str(out), "--profile", "tiny", "--max-steps", "4"]
     crashed = cli(*args, env={"GROUNDEDIT_CRASH_AT": "train:checkpoint-written@1"}, check=False)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-    assert [r["step"] for r in read_metrics(out)] == [1, 2, 3, 4]
-    resumed = cli(*args, "--resume")
-    assert "model:" in resumed.stderr
+    assert [r["step"] for r in read_metrics(out)] == [1, 2]
+    assert main([*args, "--resume"]) == 0
     got, want = read_metrics(out), read_metrics(reference_run)
-    assert [r["step"] for r in got] == [r["step"] for r in want] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in got] == [r["step"] for r in want] == [1, 2, 3, 4]
     for a, b in zip(got, want, strict=True):
         assert {k: v for k, v in a.items() if k not in TIMING} == {
             k: v for k, v in b.items() if k not in TIMING
         }
-    for name in ("ema.safetensors",):
-        x, y = load_file(str(out / "model" / name)), load_file(str(reference_run / "model" / name))
-        assert all(torch.equal(x[k], y[k]) for k in y), "bit-identical weights after resume"
-    assert not list(out.rglob(".*tmp-*")), "no temporary files left behind"
-    assert json.loads((out / "checkpoints" / "step-0000006" / "meta.json").read_text())["step"] == 6
-
-
-def test_refuses_to_overwrite_a_run(reference_run, tiny_run, cli):
-    proc = cli(
-        "train", "--data", str(tiny_run), "--out", str(reference_run), "--profile", "tiny", check=False
+    x, y = (
+        load_file(str(out / "model" / "ema.safetensors")),
+        load_file(str(reference_run / "model" / "ema.safetensors")),
     )
-    assert proc.returncode == 1 and "already holds a training run" in proc.stderr
+    assert all(torch.equal(x[k], y[k]) for k in y), "bit-identical weights after resume"
+    assert not list(out.rglob(".*tmp-*")), "no temporary files left behind"
+    assert json.loads((out / "checkpoints" / "step-0000004" / "meta.json").read_text())["step"] == 4
+
+
+def test_refuses_to_overwrite_a_run(reference_run, tiny_run, capsys):
+    assert main(["train", "--data", str(tiny_run), "--out", str(reference_run), "--profile", "tiny"]) == 1
+    assert "already holds a training run" in capsys.readouterr().err
 
 
 def test_checkpoint_is_official_and_edits_with_reasoning(reference_run, tiny_run, tmp_path):
@@ -193,3 +197,14 @@ def test_bagel_parquet_mixes_into_training(tiny_run, tmp_path):
     assert shards_pos["used_this_epoch"] > 0 or shards_pos["epoch"] > 0
     assert parquet_pos["used_this_epoch"] > 0 or parquet_pos["epoch"] > 0, "parquet examples were trained on"
     assert all(r["mse"] > 0 for r in read_metrics(tmp_path / "out"))
+
+
+def test_resume_refuses_a_changed_spec_and_paper_models_are_preflighted(
+    reference_run, tiny_run, tmp_path, capsys
+):
+    spec = load_train_spec("tiny", overrides={"optim": {"lr": 0.5}})
+    with pytest.raises(TrainError, match=r"spec changed since the checkpoint \(optim\)"):
+        train(spec, [str(tiny_run)], reference_run, resume=True)
+    assert main(["train", "--data", str(tiny_run), "--out", str(tmp_path / "o"), "--profile", "paper"]) == 1
+    err = capsys.readouterr().err
+    assert "train.bagel: ByteDance-Seed/BAGEL-7B-MoT" in err and "train.sam: facebook/sam-vit-huge" in err
