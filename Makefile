@@ -32,10 +32,17 @@ test:
 test-fast:
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The whole story on a tiny input: build shards, train a few steps on them, edit one photo with the result.
 demo:
 	$(BIN)/groundedit fixture --out $(DEMO_DIR)/input --images 12
 	$(BIN)/groundedit run --stage all --input $(DEMO_DIR)/input --out $(DEMO_DIR)/run --profile tiny
 	$(BIN)/groundedit status --out $(DEMO_DIR)/run
+	rm -rf $(DEMO_DIR)/train $(DEMO_DIR)/edits
+	$(BIN)/groundedit train --data $(DEMO_DIR)/run --out $(DEMO_DIR)/train --profile tiny
+	shard=$(DEMO_DIR)/run/shards/groundedit-000000.tar; \
+	img=$$(tar -tf $$shard | grep -m1 'src\.jpg$$') && tar -xf $$shard -C $(DEMO_DIR) "$$img" && \
+	$(BIN)/groundedit edit --ckpt $(DEMO_DIR)/train --image "$(DEMO_DIR)/$$img" --reasoning \
+		--instruction "make the object on the left blue" --max-text-tokens 64 --out $(DEMO_DIR)/edits
 
 lint:
 	$(BIN)/ruff check groundedit tests benchmarks

@@ -58,6 +58,28 @@ def test_errors_are_one_line_and_nonzero(cli, args, message, tmp_path):
     assert lines[0].startswith("error: ") and message in lines[0]
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--data", "/nonexistent", "--out", "x", "--profile", "tiny"], "no such file or folder"),
+        (["train", "--data", "manifests", "--out", "x", "--profile", "tiny"], "no .tar shards"),
+        (["train", "--data", "manifests", "--out", "x", "--profile", "huge"], "no profile 'huge'"),
+        (["train", "--data", ".", "--out", "x", "--resume"], "holds no training checkpoint"),
+        (["train", "--data", "x.tar=abc", "--out", "x"], "is not a number"),
+        (["edit", "--ckpt", "/nonexistent", "--image", "a.jpg", "--instruction", "y"], "no Bagel checkpoint"),
+        (["edit", "--ckpt", "stages", "--image", "a.jpg"], "no Bagel checkpoint"),
+    ],
+)
+def test_train_and_edit_errors_in_process(args, message, tmp_path, capsys, monkeypatch):
+    """The same one-line errors, checked in this process (cheaper than a subprocess each)."""
+    from groundedit.cli import main
+
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    assert main([str(tmp_path / "o") if a == "x" else a for a in args]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
 def test_single_stage_needs_its_upstream(cli, sa1b_input, tmp_path):
     out = tmp_path / "run"
     proc = cli(
