@@ -10,6 +10,7 @@ spec or prompt redoes that stage and every later one; new input files add units;
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -269,7 +270,9 @@ class Pipeline:
                 self.on_event(ev)
 
             stage = self.classes[name](self.specs[name], self.ctx)
+            start = time.perf_counter()
             stage.run(inputs, self._rejected_files(i), _SinkProgress(m, self.ctx.out, advance))
+            m.extra["seconds"] = round(m.extra.get("seconds", 0.0) + time.perf_counter() - start, 3)
             m.units_planned = len(m.extra["shards"])
             m.complete = True
             m.save(self.ctx.out)

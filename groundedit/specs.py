@@ -80,7 +80,7 @@ class StageSpec(BaseModel):
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _merge(base: dict, override: dict) -> dict:
+def merge_profile(base: dict, override: dict) -> dict:
     """Overlay a profile on a spec: sections (``resources``, ``models``, ``params``) merge key by key,
     and each value inside a section is replaced whole — a profile that sets
     ``params.backend_options`` sets all of it, never half of the base's."""
@@ -90,7 +90,8 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path) -> dict:
+    """A YAML file's top-level mapping, or a :class:`SpecError` naming the file."""
     if not path.is_file():
         raise SpecError(f"spec file {path} not found")
     try:
@@ -106,17 +107,17 @@ def available_profiles(directory: Path | None = None) -> set[str]:
     directory = directory or stages_dir()
     names = {DEFAULT_PROFILE}
     for path in directory.glob("*.yaml"):
-        names |= set((_read_yaml(path).get("profiles") or {}).keys())
+        names |= set((read_yaml(path).get("profiles") or {}).keys())
     return names
 
 
 def load_spec(name: str, profile: str = DEFAULT_PROFILE, directory: Path | None = None) -> StageSpec:
     """Load ``stages/<name>.yaml`` with ``profile``'s overrides applied."""
     path = (directory or stages_dir()) / f"{name}.yaml"
-    data = _read_yaml(path)
+    data = read_yaml(path)
     profiles = data.pop("profiles", None) or {}
     if profile != DEFAULT_PROFILE and profile in profiles:
-        data = _merge(data, profiles[profile])
+        data = merge_profile(data, profiles[profile])
     data.setdefault("stage", name)
     try:
         spec = StageSpec.model_validate(data)
@@ -129,7 +130,7 @@ def load_spec(name: str, profile: str = DEFAULT_PROFILE, directory: Path | None 
 
 def load_pipeline(directory: Path | None = None) -> list[str]:
     """The stage order from ``stages/pipeline.yaml``."""
-    data = _read_yaml((directory or stages_dir()) / "pipeline.yaml")
+    data = read_yaml((directory or stages_dir()) / "pipeline.yaml")
     order = data.get("order")
     if not isinstance(order, list) or not all(isinstance(s, str) for s in order) or not order:
         raise SpecError("stages/pipeline.yaml: 'order' must be a non-empty list of stage names")

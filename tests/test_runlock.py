@@ -10,12 +10,12 @@ from groundedit.runlock import RunLocked, lock_path, run_lock
 
 
 def test_second_holder_is_refused_with_the_first_named(tmp_path):
-    with run_lock(tmp_path):
-        with (
-            pytest.raises(RunLocked, match=r"in use by another groundedit run \(pid \d+ on "),
-            run_lock(tmp_path),
-        ):
-            pass
+    with (
+        run_lock(tmp_path),
+        pytest.raises(RunLocked, match=r"in use by another groundedit run \(pid \d+ on "),
+        run_lock(tmp_path),
+    ):
+        pass
     with run_lock(tmp_path):  # released on exit
         pass
 

@@ -112,5 +112,5 @@ def test_group_ids_are_injective_and_bounded():
 
 def test_single_image_input(tmp_path):
     (tmp_path / "photo.v1.jpg").write_bytes(b"x")
-    [(unit, [entry])] = plan_units(tmp_path / "photo.v1.jpg", unit_size=4)
+    [(_unit, [entry])] = plan_units(tmp_path / "photo.v1.jpg", unit_size=4)
     assert entry.file_name == "photo.v1.jpg" and entry.key == "photo_v1"

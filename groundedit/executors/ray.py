@@ -17,9 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import groundedit
-
 from groundedit.manifest import UnitRecord
-from groundedit.runner import Unit, run_unit
+from groundedit.runner import Unit, run_unit, setup_stage
 from groundedit.specs import StageSpec
 from groundedit.stages.base import RunContext, SourceStage, Stage
 
@@ -45,7 +44,7 @@ class _StageWorker:
 
     def __init__(self, stage_cls, spec: StageSpec, ctx: RunContext):
         self.stage = stage_cls(spec, ctx)
-        self.stage.setup()
+        setup_stage(self.stage)
 
     def run(self, unit: Unit, chain_hash: str) -> UnitRecord:
         return run_unit(self.stage, unit, chain_hash)
