@@ -565,7 +565,9 @@ def doctor(
     from groundedit.doctor import diagnose, render
 
     if profile not in available_profiles():
-        raise CliError(f"unknown profile '{profile}' (choose from: {', '.join(sorted(available_profiles()))})")
+        raise CliError(
+            f"unknown profile '{profile}' (choose from: {', '.join(sorted(available_profiles()))})"
+        )
     findings = diagnose(profile)
     print(render(findings))
     if any(f.level in ("missing", "warn") for f in findings):
