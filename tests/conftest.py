@@ -148,8 +148,7 @@ def write_hostile_input(d: Path) -> dict[str, str]:
     expect["sa_110"] = "ok"
 
     rgb, _ = _good_photo(rng, w, h, 112, "sa_112.jpg")
-    big = np.zeros((2000, 2100, 3), np.uint8)
-    pair("sa_112", _jpeg(big), None)
+    pair("sa_112", _jpeg_claiming_size(8000, 6000), None)  # 48 MP by its header, over the 40 MP cap
     expect["sa_112"] = "too_many_pixels"
 
     with tarfile.open(d / "evil.tar", "w") as tar:
@@ -159,6 +158,15 @@ def write_hostile_input(d: Path) -> dict[str, str]:
             tar.addfile(info, io.BytesIO(payload))
     expect["evil-x"] = "unsafe_tar_member"
     return expect
+
+
+def _jpeg_claiming_size(width: int, height: int) -> bytes:
+    """A small JPEG whose header (SOF0) claims ``width`` x ``height``: the pixel cap is checked on
+    the header, so this stands in for a huge photo without encoding one."""
+    data = bytearray(_jpeg(np.zeros((16, 16, 3), np.uint8)))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
 
 
 def _jpeg_cmyk(rgb: np.ndarray) -> bytes:
