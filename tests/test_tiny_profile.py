@@ -27,7 +27,7 @@ VERDICT_REASONS = {"salient_or_poorly_masked", "qc_below_threshold", "edit_outsi
 @pytest.fixture(scope="module")
 def held_out(tmp_path_factory):
     d = tmp_path_factory.mktemp("held-out")
-    write_sa1b_fixture(d / "sa1b", images=3, images_per_tar=3, size=(288, 416), seed=11)
+    write_sa1b_fixture(d / "sa1b", images=2, images_per_tar=2, size=(288, 416), seed=11)
     rng = np.random.default_rng(12)
     plain = d / "photos"
     plain.mkdir()
@@ -47,8 +47,8 @@ def test_most_valid_samples_of_held_out_inputs_are_exported(held_out, tmp_path, 
     rejected = pq.read_table(out / "rejected.parquet").to_pylist()
     assert not [r for r in rejected if r["stage"] == "ingest"], "every input file is valid"
     valid = len(samples) + len(rejected)
-    assert valid == 5
-    assert len(samples) >= 0.8 * valid, [(r["key"], r["stage"], r["reason"]) for r in rejected]
+    assert valid == 4
+    assert len(samples) >= 0.75 * valid, [(r["key"], r["stage"], r["reason"]) for r in rejected]
     assert not {r["reason"] for r in rejected} & VERDICT_REASONS, "tiny verdicts are recorded, not enforced"
     docs = {json.loads(m["json"])["source"]["file_name"]: m for m in samples.values()}
     for members in docs.values():
