@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo
 
-.PHONY: install test test-fast demo lint format bench schema clean
+.PHONY: install browser test test-fast demo lint format bench schema clean
 
 install:
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -12,6 +12,18 @@ install:
 	# CPU torch from this machine's disk first; the project's torch range then installs nothing more.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	@$(MAKE) --no-print-directory browser
+
+# Headless Chromium (the Debian package) for the report's browser test: installed when missing and
+# apt-get is usable as root; anywhere else install says so and that test is skipped.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null; } \
+	  || echo "note: could not install chromium; the report's browser test will be skipped"; \
+	else echo "note: no chromium and no usable apt-get; the report's browser test will be skipped"; fi
 
 # pytest exits 5 when it collects no tests: not a failure of the project.
 test:

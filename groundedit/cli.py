@@ -1,9 +1,11 @@
-"""The ``groundedit`` command line: run the pipeline, show a run's status, make a tiny input."""
+"""The ``groundedit`` command line: run the pipeline, show a run's status, report on it, export and
+evaluate edits, make a tiny input."""
 
 from __future__ import annotations
 
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 import typer
@@ -67,33 +69,73 @@ class _ProgressView:
         self.progress.update(tid, completed=done, **fields)
 
 
+def _stage_names() -> str:
+    from groundedit.specs import load_pipeline
+
+    try:
+        return ", ".join(load_pipeline())
+    except SpecError:
+        return "see stages/pipeline.yaml"
+
+
 @app.command()
 def run(
-    input: Path = typer.Option(..., "--input", help="SA-1B tar shard, or a folder of shards / images"),
-    out: Path = typer.Option(..., "--out", help="run folder (created; resumable)"),
-    stage: str = typer.Option("all", "--stage", help="'all', or one stage name"),
-    profile: str = typer.Option(DEFAULT_PROFILE, "--profile", help="'paper' (real models) or 'tiny'"),
+    input: Path | None = typer.Option(
+        None,
+        "--input",
+        help="SA-1B tar shard, one image, or a folder of shards / images (searched "
+        "recursively); a run folder that exists reuses its own",
+    ),
+    out: Path = typer.Option(..., "--out", help="run folder (created; rerun to resume)"),
+    stage: str = typer.Option("all", "--stage", help=f"'all', or one stage: {_stage_names()}"),
+    profile: str | None = typer.Option(
+        None,
+        "--profile",
+        help=f"'{DEFAULT_PROFILE}' (real models, the default) or 'tiny'; a run folder "
+        "that exists reuses its own",
+    ),
     executor: str = typer.Option("ray", "--executor", help="'ray' or 'local'"),
-    seed: int = typer.Option(0, "--seed", help="seed of every random choice"),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="use only the first N input images"),
+    seed: int | None = typer.Option(None, "--seed", help="seed of every random choice (default 0)"),
+    limit: int | None = typer.Option(
+        None, "--limit", min=0, help="use only the first N input images (0: no limit)"
+    ),
+    reconfigure: bool = typer.Option(
+        False,
+        "--reconfigure",
+        help="allow another --input/--profile/--seed than the run folder was "
+        "made with; the stages they change are redone",
+    ),
     ray_address: str | None = typer.Option(None, "--ray-address", help="join this Ray cluster"),
 ) -> None:
     """Run the pipeline (or one stage) over INPUT into OUT, resuming what is finished."""
     from groundedit.executors import EXECUTORS, make_executor
     from groundedit.pipeline import Pipeline
+    from groundedit.settings import resolve_settings
     from groundedit.stages import RunContext
 
-    if not input.exists():
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} is a file, not a folder")
+    if input is not None and not input.exists():
         raise CliError(f"input {input} does not exist")
-    if profile not in available_profiles():
+    if profile is not None and profile not in available_profiles():
         raise CliError(
             f"unknown profile '{profile}' (choose from: {', '.join(sorted(available_profiles()))})"
         )
     if executor not in EXECUTORS:
         raise CliError(f"unknown executor '{executor}' (choose from: {', '.join(EXECUTORS)})")
-    ctx = RunContext(out=out.resolve(), input=input.resolve(), seed=seed, profile=profile, limit=limit)
-    kwargs = {"address": ray_address} if executor == "ray" else {}
-    ex = make_executor(executor, **kwargs)
+    info = resolve_settings(
+        out,
+        input=input,
+        profile=profile,
+        seed=seed,
+        limit=limit,
+        stage=stage,
+        source_stage=_first_stage(),
+        reconfigure=reconfigure,
+    )
+    ctx = RunContext(
+        out=out.resolve(), input=Path(info.input), seed=info.seed, profile=info.profile, limit=info.limit
+    )
     columns = [
         TextColumn("{task.description:<10}"),
         BarColumn(),
@@ -103,17 +145,67 @@ def run(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
+    kwargs = {"address": ray_address} if executor == "ray" else {}
+    ex = make_executor(executor, **kwargs)
     try:
         with Progress(*columns, console=console, transient=False) as progress:
-            pipe = Pipeline(ctx, ex, on_event=_ProgressView(progress))
+            pipe = Pipeline(ctx, ex, on_event=_ProgressView(progress), on_notice=_notice)
             if stage != "all" and stage not in pipe.order:
                 raise CliError(f"unknown stage '{stage}' (choose from: all, {', '.join(pipe.order)})")
-            pipe.run(None if stage == "all" else stage)
+            summary = pipe.run(None if stage == "all" else stage)
+    except KeyboardInterrupt:
+        console.print(
+            f"interrupted: finished units are kept; rerun `groundedit run --out {out}` to resume",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(130) from None
     finally:
         ex.close()
-    shards = ctx.out / "shards"
-    if shards.is_dir():
-        console.print(f"shards: {shards}   rejected: {ctx.out / 'rejected.parquet'}", soft_wrap=True)
+    _print_summary(ctx.out, summary)
+
+
+def _first_stage() -> str:
+    from groundedit.specs import load_pipeline
+
+    return load_pipeline()[0]
+
+
+def _notice(message: str) -> None:
+    console.print(f"note: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _print_summary(out: Path, summary: dict[str, dict]) -> None:
+    """One closing line: what was exported, or why nothing was."""
+    dropped: Counter = Counter()
+    for name, s in summary.items():
+        for reason, n in s.get("rejected", {}).items():
+            dropped[f"{name}/{reason}"] += n
+    top = ", ".join(f"{k} {v}" for k, v in dropped.most_common(3))
+    sink = next((s for s in summary.values() if "shards" in s), None)
+    if sink is None:
+        stage, s = list(summary.items())[-1]
+        line = f"{stage}: {s['kept']} kept, {sum(s['rejected'].values())} dropped"
+        console.print(line + (f" (top reasons: {top})" if top else ""), markup=False, highlight=False)
+        return
+    if sink["samples"] == 0:
+        console.print(
+            f"warning: 0 samples exported; top drop reasons: {top or 'none recorded'} "
+            f"(every dropped sample is in {out / 'rejected.parquet'}; see `groundedit status --out {out}`)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    n, k = sink["samples"], sink["shards"]
+    console.print(
+        f"exported {n} sample{'' if n == 1 else 's'} in {k} shard{'' if k == 1 else 's'} to {out / 'shards'}"
+        f"; dropped samples with reasons in {out / 'rejected.parquet'}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -162,13 +254,135 @@ def fixture(
     console.print(f"wrote {images} images in {len(tars)} shards to {out}")
 
 
+@app.command()
+def report(
+    out: Path = typer.Option(..., "--out", help="run folder"),
+    to: Path | None = typer.Option(None, "--to", help="report folder (default: OUT/report)"),
+    gallery_limit: int = typer.Option(500, "--gallery-limit", min=0, help="kept samples in the gallery"),
+    rejected_per_reason: int = typer.Option(
+        12, "--rejected-per-reason", min=0, help="rejected samples shown per stage and reason"
+    ),
+) -> None:
+    """Write a static HTML report of a run: funnel, distributions, cost, gallery, rejections."""
+    from groundedit.report import build_report
+
+    page = build_report(out, to, gallery_limit, rejected_per_reason)
+    console.print(f"report: {page}", soft_wrap=True)
+
+
+@app.command()
+def export(
+    out: Path = typer.Option(..., "--out", help="run folder (its export stage finished)"),
+    format: str = typer.Option(..., "--format", help="'bagel-parquet' or 'hf'"),
+    to: Path = typer.Option(..., "--to", help="new folder for the converted data"),
+    layout: str = typer.Option("both", "--layout", help="bagel-parquet: 'edit', 'chain' or 'both'"),
+    rows_per_file: int = typer.Option(1024, "--rows-per-file", min=1, help="bagel-parquet rows per file"),
+    rows_per_group: int = typer.Option(
+        64, "--rows-per-group", min=1, help="bagel-parquet rows per row group"
+    ),
+) -> None:
+    """Convert a run's exported samples to another training format (Bagel parquet, HF datasets)."""
+    from groundedit.exporters import EXPORTERS, export_bagel_parquet, export_hf
+    from groundedit.exporters.bagel import LAYOUTS
+    from groundedit.rundata import RunData
+
+    if format not in EXPORTERS:
+        raise CliError(f"unknown format '{format}' (choose from: {', '.join(EXPORTERS)})")
+    if layout not in (*LAYOUTS, "both"):
+        raise CliError(f"unknown layout '{layout}' (choose from: {', '.join(LAYOUTS)}, both)")
+    run = RunData(out)
+    if format == "hf":
+        summary = export_hf(run, to)
+    else:
+        layouts = LAYOUTS if layout == "both" else (layout,)
+        summary = export_bagel_parquet(run, to, layouts, rows_per_file, rows_per_group)
+    rows = ", ".join(f"{k} {v} rows" for k, v in summary.rows.items())
+    console.print(f"{summary.format}: {rows} in {len(summary.files)} files at {summary.to}", soft_wrap=True)
+    for reason, n in summary.skipped.most_common():
+        console.print(f"  skipped {n}: {reason}", soft_wrap=True)
+
+
+@app.command("eval")
+def eval_(
+    bench: Path = typer.Option(..., "--bench", help="bench .jsonl, SmartEdit folder, or a run folder"),
+    reader: str | None = typer.Option(None, "--reader", help="jsonl, smartedit or shards (default: guess)"),
+    edited: Path | None = typer.Option(None, "--edited", help="folder of the editor's outputs"),
+    to: Path = typer.Option(Path("eval-results"), "--to", help="folder for samples.csv and summary.csv"),
+    profile: str = typer.Option(DEFAULT_PROFILE, "--profile", help="judge model: 'paper' or 'tiny'"),
+    judge: bool = typer.Option(True, "--judge/--no-judge", help="score ES with the VLM judge"),
+    seed: int = typer.Option(0, "--seed", help="seed of the judge's sampling"),
+    change_threshold: int = typer.Option(
+        24, "--change-threshold", min=0, max=255, help="EGA: changed if a channel moves more"
+    ),
+    metrics_size: int = typer.Option(
+        256, "--metrics-size", min=0, help="PSNR/SSIM/LPIPS resize (0: source size)"
+    ),
+    lpips_net: str = typer.Option("squeeze", "--lpips-net", help="LPIPS backbone: squeeze or alex"),
+    lpips_backbone: Path | None = typer.Option(None, "--lpips-backbone", help="torchvision backbone .pth"),
+    lpips_linear: Path | None = typer.Option(None, "--lpips-linear", help="lpips linear-layer .pth"),
+    clip_model: Path | None = typer.Option(None, "--clip-model", help="local CLIP model folder"),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="score only the first N items"),
+) -> None:
+    """Score edits on a benchmark: EGA, leakage, PSNR/SSIM (unedited region), LPIPS, CLIP, judge ES."""
+    import itertools
+
+    from groundedit.evaluation import (
+        EditJudge,
+        EvalOptions,
+        evaluate,
+        read_bench,
+        summarize,
+        summary_table,
+        write_items_csv,
+        write_summary_csv,
+    )
+
+    if profile not in available_profiles():
+        raise CliError(
+            f"unknown profile '{profile}' (choose from: {', '.join(sorted(available_profiles()))})"
+        )
+    if (lpips_backbone is None) != (lpips_linear is None):
+        raise CliError("LPIPS needs both --lpips-backbone and --lpips-linear")
+    for path in (lpips_backbone, lpips_linear, clip_model):
+        if path is not None and not path.exists():
+            raise CliError(f"{path} does not exist")
+    opts = EvalOptions(change_threshold=change_threshold, size=metrics_size)
+    items = read_bench(bench, reader, edited)
+    if lpips_backbone is not None:
+        from groundedit.evaluation.perceptual import LPIPS
+
+        opts.lpips = LPIPS.from_files(lpips_net, lpips_backbone, lpips_linear)
+    if clip_model is not None:
+        from groundedit.evaluation.perceptual import CLIPScorer
+
+        opts.clip = CLIPScorer(clip_model)
+    if judge:
+        opts.judge = EditJudge.load(profile, seed)
+        opts.judge_batch = opts.judge.spec.batch_size
+        opts.judge.setup()
+    try:
+        results = list(evaluate(itertools.islice(items, limit), opts))
+    finally:
+        if opts.judge is not None:
+            opts.judge.teardown()
+    if not results:
+        raise CliError(f"{bench} holds no items to score")
+    rows = summarize(results)
+    write_items_csv(results, to / "samples.csv")
+    write_summary_csv(rows, to / "summary.csv")
+    Console(width=max(120, shutil.get_terminal_size().columns)).print(summary_table(rows))
+    console.print(f"wrote {to / 'samples.csv'} and {to / 'summary.csv'}", soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: usage errors and expected failures print one line and exit non-zero."""
+    from groundedit.evaluation.judge import JudgeError
     from groundedit.pipeline import PipelineError
+    from groundedit.runlock import RunLocked
     from groundedit.runner import StageFailed
 
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
     except typer.Exit as e:
         return e.exit_code
     except typer.Abort:
@@ -178,10 +392,20 @@ def main(argv: list[str] | None = None) -> int:
         message = e.format_message() if hasattr(e, "format_message") else str(e)
         console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
         return 2
-    except (CliError, SpecError, PipelineError, StageFailed, FileNotFoundError, ValueError) as e:
+    except (
+        CliError,
+        SpecError,
+        PipelineError,
+        RunLocked,
+        StageFailed,
+        JudgeError,
+        FileNotFoundError,
+        ValueError,
+    ) as e:
         console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         return 1
-    return 0
+    # typer turns a Ctrl-C it catches itself (outside a command's own handler) into a return of 130.
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

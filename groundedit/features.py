@@ -12,7 +12,7 @@ type up front::
                       features=shard_features())
 
 The Features are derived from the pydantic record, so they cannot drift from what export writes.
-``datasets`` is imported only when a function is called (it is the ``hf`` extra, not a dependency).
+``datasets`` is imported only when a function is called, to keep ``import groundedit`` light.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import os
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -53,7 +54,15 @@ class UnitRecord(BaseModel):
     rejected: dict[str, int] = Field(default_factory=dict, description="reason code -> count")
     chain_hash: str
     input_fingerprint: str
-    seconds: float = 0.0
+    seconds: float = Field(0.0, description="wall-clock seconds the worker spent on this unit")
+    setup_seconds: float = Field(
+        0.0, description="model loading (the worker's setup) charged to the first unit it ran"
+    )
+    device: Literal["cpu", "cuda"] = Field("cpu", description="where the stage's models ran")
+    gpu_seconds: float | None = Field(
+        None,
+        description="(seconds + setup_seconds) x GPUs the worker held; null when no GPU was used",
+    )
 
     @property
     def output_fingerprint(self) -> str:

@@ -10,6 +10,7 @@ spec or prompt redoes that stage and every later one; new input files add units;
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +19,9 @@ from pathlib import Path
 from groundedit.executors import Executor, LocalExecutor
 from groundedit.faults import crash_point
 from groundedit.manifest import RunInfo, StageManifest, UnitRecord, digest
+from groundedit.runlock import run_lock
 from groundedit.runner import Unit, unit_paths
+from groundedit.scan import IMAGE_EXTENSIONS
 from groundedit.specs import SpecError, StageSpec, load_pipeline, load_spec
 from groundedit.stages import STAGES, RunContext, SinkStage, SourceStage, Stage
 
@@ -74,10 +77,12 @@ class Pipeline:
         ctx: RunContext,
         executor: Executor | None = None,
         on_event: Callable[[StageEvent], None] | None = None,
+        on_notice: Callable[[str], None] | None = None,
     ):
         self.ctx = ctx
         self.executor = executor or LocalExecutor()
         self.on_event = on_event or (lambda e: None)
+        self.on_notice = on_notice or (lambda msg: None)
         self.order = load_pipeline()
         self.specs: dict[str, StageSpec] = {}
         self.classes = {}
@@ -150,21 +155,35 @@ class Pipeline:
     # --- running -------------------------------------------------------------------------------
 
     def run(self, only: str | None = None) -> dict[str, dict]:
-        """Run every stage in order, or just ``only``; return per-stage summaries."""
+        """Run every stage in order, or just ``only``; return per-stage summaries.
+
+        Holds the run folder's lock throughout (a second driver on the folder is refused)."""
         if only is not None and only not in self.order:
             raise PipelineError(f"unknown stage '{only}' (choose from: all, {', '.join(self.order)})")
         names = [only] if only else self.order
         self.preflight(names)  # before anything is written
         c = self.ctx
-        RunInfo(input=str(c.input), profile=c.profile, seed=c.seed, limit=c.limit).save(c.out)
-        summary = {}
-        for name in names:
-            i = self.order.index(name)
-            if i == len(self.order) - 1:
-                summary[name] = self._run_sink(i)
-            else:
-                summary[name] = self._run_map(i)
-        return summary
+        source = self.order[0]
+        source_units = self._source_units(source) if source in names else None
+        if source_units == []:
+            raise PipelineError(
+                f"no images found in {c.input} (looked for SA-1B sa_*.tar shards and "
+                f"{', '.join(IMAGE_EXTENSIONS)} files, recursively)"
+            )
+
+        def takeover(holder: str) -> None:
+            self.on_notice(f"taking over the run lock left by a run that did not finish ({holder})")
+
+        with run_lock(c.out, on_takeover=takeover):
+            RunInfo(input=str(c.input), profile=c.profile, seed=c.seed, limit=c.limit).save(c.out)
+            summary = {}
+            for name in names:
+                i = self.order.index(name)
+                if i == len(self.order) - 1:
+                    summary[name] = self._run_sink(i)
+                else:
+                    summary[name] = self._run_map(i, source_units if i == 0 else None)
+            return summary
 
     def preflight(self, names: list[str]) -> None:
         """Stop before any work if a model the stages need cannot be had (listing every one)."""
@@ -180,9 +199,10 @@ class Pipeline:
                 "every stage with tiny random-weight models"
             )
 
-    def _run_map(self, i: int) -> dict:
+    def _run_map(self, i: int, units: list[Unit] | None = None) -> dict:
         name = self.order[i]
-        units = self._source_units(name) if i == 0 else self._downstream_units(self._ready_upstream(i))
+        if units is None:
+            units = self._source_units(name) if i == 0 else self._downstream_units(self._ready_upstream(i))
         m = self._manifest(name)
         planned = {u.id for u in units}
         for uid in [u for u in m.units if u not in planned]:
@@ -249,7 +269,9 @@ class Pipeline:
                 self.on_event(ev)
 
             stage = self.classes[name](self.specs[name], self.ctx)
+            start = time.perf_counter()
             stage.run(inputs, self._rejected_files(i), _SinkProgress(m, self.ctx.out, advance))
+            m.extra["seconds"] = round(m.extra.get("seconds", 0.0) + time.perf_counter() - start, 3)
             m.units_planned = len(m.extra["shards"])
             m.complete = True
             m.save(self.ctx.out)
@@ -286,7 +308,7 @@ class Pipeline:
             if i == len(self.order) - 1:
                 st.units_done = len(m.extra.get("shards", []))
                 st.kept = st.rows_in = sum(s["samples"] for s in m.extra.get("shards", []))
-                st.detail = f"{st.units_done} shards"
+                st.detail = f"{st.units_done} shard{'' if st.units_done == 1 else 's'}"
             if m.chain_hash != self.chain[name]:
                 st.state, st.detail = "stale", "spec, prompt or seed changed"
             elif upstream is not None and i < len(self.order) - 1:

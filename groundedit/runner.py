@@ -6,10 +6,15 @@ Ray actor), so crash safety and error isolation are the same everywhere:
   samples); the driver records the unit in the manifest only after :func:`run_unit` returns;
 - a batch that raises is retried sample by sample, so one bad sample is rejected with the
   exception as its reason instead of failing the unit.
+
+Each record also says what the unit cost: wall seconds, the worker's setup (model loading) charged
+to the first unit it ran, the device its models ran on, and GPU-seconds (wall x GPUs the worker
+held) when that was a GPU — so cost per kept sample comes from the manifests alone.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from collections import Counter
@@ -80,6 +85,22 @@ def _reject_unprocessable(stage, item, reason: str, detail: str) -> Sample:
     return stage.reject_entry(item, reason, detail)
 
 
+def setup_stage(stage: Stage | SourceStage) -> None:
+    """``stage.setup()``, timed: the first unit the stage then runs is charged with it."""
+    start = time.perf_counter()
+    stage.setup()
+    stage.unbilled_setup_seconds = time.perf_counter() - start
+
+
+def _device(stage: Stage | SourceStage) -> str:
+    """'cuda' when the stage has models and this process can use CUDA (model code then picks it);
+    torch is only looked up if a stage already imported it, never imported here."""
+    torch = sys.modules.get("torch")
+    if stage.spec.models and torch is not None and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
 def run_unit(stage: Stage | SourceStage, unit: Unit, chain_hash: str) -> UnitRecord:
     """Process ``unit`` with a set-up ``stage`` and commit its files; return its manifest record."""
     start = time.perf_counter()
@@ -111,6 +132,10 @@ def run_unit(stage: Stage | SourceStage, unit: Unit, chain_hash: str) -> UnitRec
     has_artifacts = io.artifacts.committed
     if not has_artifacts:  # a previous attempt at this unit may have left one
         (out / paths["artifacts"]).unlink(missing_ok=True)
+    seconds = time.perf_counter() - start
+    setup_seconds, stage.unbilled_setup_seconds = stage.unbilled_setup_seconds, 0.0
+    device = _device(stage)
+    gpus = (stage.spec.resources.gpus or 1.0) if device == "cuda" else 0.0
     return UnitRecord(
         unit=unit.id,
         file=paths["file"],
@@ -121,5 +146,8 @@ def run_unit(stage: Stage | SourceStage, unit: Unit, chain_hash: str) -> UnitRec
         rejected=dict(Counter(s.rejection.reason for s in rejected)),
         chain_hash=chain_hash,
         input_fingerprint=unit.fingerprint,
-        seconds=round(time.perf_counter() - start, 3),
+        seconds=round(seconds, 3),
+        setup_seconds=round(setup_seconds, 3),
+        device=device,
+        gpu_seconds=round((seconds + setup_seconds) * gpus, 3) if gpus else None,
     )

@@ -202,6 +202,15 @@ def run_pipeline():
     return _run_pipeline
 
 
+@pytest.fixture(scope="session")
+def tiny_run(sa1b_input, tmp_path_factory) -> Path:
+    """One finished tiny-profile run (local executor) over the 12-photo fixture, shared by every test
+    that reads a run (end to end, report, export). Read it; never write into it."""
+    out = tmp_path_factory.mktemp("tiny-run")
+    _run_pipeline(sa1b_input, out, executor="local")
+    return out
+
+
 def read_shards(out: Path) -> dict[str, dict[str, bytes]]:
     """Every exported sample: key -> {member: bytes}, read with the standard tarfile module."""
     samples: dict[str, dict[str, bytes]] = {}

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from groundedit import __version__
+from groundedit.fixtures import synthetic_photo, write_sa1b_fixture
+from groundedit.manifest import RunInfo, StageManifest
+from groundedit.runlock import run_lock
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_version(cli):
@@ -21,6 +35,19 @@ def test_version(cli):
         (["run", "--input", ".", "--out", "x", "--executor", "slurm"], "unknown executor 'slurm'"),
         (["status", "--out", "/nonexistent"], "is not a run folder"),
         (["frobnicate"], "No such command 'frobnicate'"),
+        (["report", "--out", "/nonexistent"], "is not a run folder"),
+        (["export", "--out", "/nonexistent", "--format", "hf", "--to", "x"], "is not a run folder"),
+        (["export", "--out", ".", "--format", "tfrecord", "--to", "x"], "unknown format 'tfrecord'"),
+        (
+            ["export", "--out", ".", "--format", "bagel-parquet", "--to", "x", "--layout", "zigzag"],
+            "unknown layout",
+        ),
+        (["eval", "--bench", "/nonexistent", "--no-judge"], "--bench /nonexistent does not exist"),
+        (
+            ["eval", "--bench", ".", "--lpips-backbone", "a.pth"],
+            "needs both --lpips-backbone and --lpips-linear",
+        ),
+        (["eval", "--bench", ".", "--profile", "huge"], "unknown profile 'huge'"),
     ],
 )
 def test_errors_are_one_line_and_nonzero(cli, args, message, tmp_path):
@@ -65,3 +92,181 @@ def test_stage_by_stage_then_status(cli, sa1b_input, tmp_path):
     cli("run", "--stage", "all", *common)
     table = cli("status", "--out", str(out)).stdout
     assert "not started" not in table and "stale" not in table
+
+
+# --- what a new user trips on (issue 9) -----------------------------------------------------------
+
+
+def _tiny(*args: str) -> list[str]:
+    return [*args, "--profile", "tiny", "--executor", "local"]
+
+
+@pytest.mark.slow
+def test_ray_workers_import_the_installed_package_from_the_clones_parent(sa1b_input, tmp_path):
+    """From the folder holding a clone named ``groundedit/`` (whose ``stages/`` holds YAML), Ray
+    workers used to import that folder instead of the package."""
+    parent = tmp_path / "parent"
+    clone = parent / "groundedit"
+    shutil.copytree(REPO / "stages", clone / "stages")
+    shutil.copytree(REPO / "prompts", clone / "prompts")
+    script = Path(sys.executable).parent / "groundedit"
+    proc = subprocess.run(
+        [
+            str(script),
+            "run",
+            "--stage",
+            "ingest",
+            "--input",
+            str(sa1b_input),
+            "--out",
+            "run",
+            "--profile",
+            "tiny",
+        ],
+        cwd=parent,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RAY_ADDRESS": ""},
+        start_new_session=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ModuleNotFoundError" not in proc.stderr
+    assert "Token authentication" not in proc.stderr
+    assert RunInfo.load(parent / "run").profile == "tiny"
+
+
+def test_a_second_run_on_a_locked_folder_is_refused(cli, sa1b_input, tmp_path):
+    out = tmp_path / "run"
+    with run_lock(out):
+        proc = cli(
+            "run", *_tiny("--stage", "ingest", "--input", str(sa1b_input), "--out", str(out)), check=False
+        )
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert (
+        lines == [lines[0]]
+        and lines[0].startswith("error: ")
+        and "in use by another groundedit run" in lines[0]
+    )
+
+
+@pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.slow)])
+def test_ctrl_c_says_so_exits_130_and_leaves_a_resumable_folder(cli, sa1b_input, tmp_path, executor):
+    out = tmp_path / "run"
+    args = ["run", "--stage", "ingest", "--input", str(sa1b_input), "--out", str(out), "--profile", "tiny"]
+    crash = {"GROUNDEDIT_CRASH_AT": "ingest:unit-done@1", "GROUNDEDIT_CRASH_SIGNAL": "INT", "RAY_ADDRESS": ""}
+    proc = cli(*args, "--executor", executor, env=crash, check=False)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert "interrupted" in proc.stderr and "resume" in proc.stderr
+    cli("run", "--out", str(out), "--stage", "ingest", "--executor", "local")
+    ingest = StageManifest.load(out, "ingest")
+    assert ingest.complete and sum(u.rows_in for u in ingest.units.values()) == 12
+
+
+def test_resume_reuses_the_folders_settings_and_refuses_others(cli, sa1b_input, tmp_path):
+    out = tmp_path / "run"
+    cli("run", *_tiny("--stage", "ingest", "--input", str(sa1b_input), "--out", str(out), "--seed", "4"))
+    # no --profile: the folder's 'tiny' is reused (the paper preflight would fail here)
+    cli("run", "--out", str(out), "--stage", "ingest", "--executor", "local")
+    other = tmp_path / "other"
+    write_sa1b_fixture(other, images=2, images_per_tar=2, seed=9)
+    for extra, flag in (
+        (["--profile", "paper"], "--profile tiny"),
+        (["--input", str(other)], "--input"),
+        (["--seed", "0"], "--seed 4"),
+    ):
+        proc = cli("run", "--out", str(out), "--stage", "ingest", "--executor", "local", *extra, check=False)
+        assert proc.returncode == 1 and f"was made with {flag}" in proc.stderr, proc.stderr
+    proc = cli(
+        "run", "--out", str(out), "--stage", "tag", "--input", str(other), "--reconfigure", check=False
+    )
+    assert proc.returncode == 1 and "read by 'ingest' only" in proc.stderr
+    info = RunInfo.load(out)
+    assert (info.input, info.profile, info.seed) == (str(sa1b_input.resolve()), "tiny", 4)
+    cli(
+        "run",
+        "--out",
+        str(out),
+        "--stage",
+        "ingest",
+        "--executor",
+        "local",
+        "--input",
+        str(other),
+        "--reconfigure",
+    )
+    assert RunInfo.load(out).input == str(other.resolve())
+    assert sum(u.rows_in for u in StageManifest.load(out, "ingest").units.values()) == 2
+
+
+def test_empty_input_says_no_images_found_and_writes_nothing(cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no photos here")
+    proc = cli("run", *_tiny("--input", str(tmp_path / "empty"), "--out", str(tmp_path / "run")), check=False)
+    assert proc.returncode == 1 and "error: no images found in" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_input_that_is_not_an_image_or_tar_writes_nothing(cli, tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    proc = cli(
+        "run", *_tiny("--input", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "run")), check=False
+    )
+    assert proc.returncode == 1 and "neither a .tar shard nor an image" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_that_is_a_file_is_one_error_line(cli, sa1b_input, tmp_path):
+    (tmp_path / "f").write_text("x")
+    proc = cli("run", *_tiny("--input", str(sa1b_input), "--out", str(tmp_path / "f")), check=False)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and lines == [
+        "error: --out " + str(tmp_path / "f") + " is a file, not a folder"
+    ]
+
+
+def test_run_help_lists_the_stages(cli):
+    text = " ".join(cli("run", "--help").stdout.split())
+    assert "ingest, tag, ground, select, saliency, render, instruct, rewrite, edit, qc, export" in text
+
+
+@pytest.mark.slow
+def test_a_run_that_drops_everything_says_why(cli, tmp_path):
+    d = tmp_path / "bad"
+    d.mkdir()
+    for i in range(3):
+        (d / f"broken{i}.jpg").write_bytes(b"not a jpeg at all")
+    proc = cli("run", *_tiny("--input", str(d), "--out", str(tmp_path / "run")))
+    assert "warning: 0 samples exported; top drop reasons: ingest/" in proc.stderr
+    assert "rejected.parquet" in proc.stderr
+    status = cli("status", "--out", str(tmp_path / "run")).stdout
+    assert "done (0 shards)" in status
+
+
+@pytest.mark.slow
+def test_single_image_input_runs_end_to_end(cli, shard_reader, tmp_path):
+    rgb, _ = synthetic_photo(np.random.default_rng(1), 160, 120, 3)
+    Image.fromarray(rgb).save(tmp_path / "photo.jpg")
+    out = tmp_path / "run"
+    cli("run", *_tiny("--input", str(tmp_path / "photo.jpg"), "--out", str(out)))
+    exported = list(shard_reader(out))
+    rejected = pq.read_table(out / "rejected.parquet").column("key").to_pylist()
+    assert exported + rejected == ["photo"]
+
+
+@pytest.mark.slow
+def test_report_export_and_eval_from_the_command_line(cli, tiny_run, tmp_path):
+    out = cli("report", "--out", str(tiny_run), "--to", str(tmp_path / "report")).stderr
+    assert "report: " in out and (tmp_path / "report" / "index.html").is_file()
+    out = cli(
+        "export", "--out", str(tiny_run), "--format", "bagel-parquet", "--to", str(tmp_path / "bp")
+    ).stderr
+    assert "edit " in out and "chain " in out and (tmp_path / "bp" / "dataset_info.json").is_file()
+    proc = cli("eval", "--bench", str(tiny_run), "--no-judge", "--to", str(tmp_path / "eval"))
+    assert "overall" in proc.stdout and (tmp_path / "eval" / "summary.csv").is_file()
+    proc = cli("export", "--out", str(tiny_run), "--format", "hf", "--to", str(tmp_path / "bp"), check=False)
+    assert (
+        proc.returncode == 1
+        and proc.stderr.startswith("error: --to")
+        and "not an empty folder" in proc.stderr
+    )

@@ -19,13 +19,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def runs(sa1b_input, tmp_path_factory, run_pipeline, ray_cluster):
-    out = {}
-    for executor in ("local", "ray"):
-        d = tmp_path_factory.mktemp(f"run-{executor}")
-        run_pipeline(sa1b_input, d, executor=executor)
-        out[executor] = d
-    return out
+def runs(sa1b_input, tmp_path_factory, run_pipeline, ray_cluster, tiny_run):
+    d = tmp_path_factory.mktemp("run-ray")
+    run_pipeline(sa1b_input, d, executor="ray")
+    return {"local": tiny_run, "ray": d}
 
 
 @pytest.mark.parametrize("executor", ["local", "ray"])
@@ -199,6 +196,19 @@ def test_plain_images_get_candidates_from_tag_and_ground(
         assert doc["source"]["dataset"] == "images"
         assert doc["target"]["candidate_source"] == "grounded-sam"
         assert doc["target"]["label"] in doc["tags"]
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_unit_records_carry_their_cost(runs, executor):
+    from groundedit.manifest import StageManifest
+
+    for name in load_pipeline()[:-1]:
+        units = StageManifest.load(runs[executor], name).units.values()
+        assert all(u.device == "cpu" and u.gpu_seconds is None and u.seconds >= 0 for u in units)
+        spec = load_spec(name, "tiny")
+        charged = [u for u in units if u.setup_seconds > 0]
+        if spec.models:  # each worker charges its model loading to the first unit it ran
+            assert 1 <= len(charged) <= spec.workers, (name, [u.setup_seconds for u in units])
 
 
 # Provenance fields that are null by the kind of stage (no prompt, no seed, no sampling), in every run.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from groundedit.manifest import UnitRecord
-from groundedit.runner import Unit, run_unit
+from groundedit.runner import Unit, run_unit, setup_stage
 from groundedit.specs import StageSpec
 from groundedit.stages.base import RunContext, SourceStage, Stage
 
@@ -24,7 +24,7 @@ class LocalExecutor:
         if not units:
             return
         stage = stage_cls(spec, ctx)
-        stage.setup()
+        setup_stage(stage)
         try:
             for unit in units:
                 yield run_unit(stage, unit, chain_hash)

@@ -8,17 +8,35 @@ retried, so a flaky node costs a unit, not the run. The only module that imports
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
+import groundedit
 from groundedit.manifest import UnitRecord
-from groundedit.runner import Unit, run_unit
+from groundedit.runner import Unit, run_unit, setup_stage
 from groundedit.specs import StageSpec
 from groundedit.stages.base import RunContext, SourceStage, Stage
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _import_root_as_cwd():
+    """Ray puts the driver's working directory first on every worker's ``sys.path``. Started from
+    the folder that holds a clone named ``groundedit/``, workers would import that folder (a
+    namespace package whose ``stages/`` holds YAML) instead of the installed package. Starting Ray
+    from the folder the package is imported from gives workers the same package as the driver."""
+    here = Path.cwd()
+    os.chdir(Path(groundedit.__file__).resolve().parent.parent)
+    try:
+        yield
+    finally:
+        os.chdir(here)
 
 
 class _StageWorker:
@@ -26,7 +44,7 @@ class _StageWorker:
 
     def __init__(self, stage_cls, spec: StageSpec, ctx: RunContext):
         self.stage = stage_cls(spec, ctx)
-        self.stage.setup()
+        setup_stage(self.stage)
 
     def run(self, unit: Unit, chain_hash: str) -> UnitRecord:
         return run_unit(self.stage, unit, chain_hash)
@@ -45,14 +63,19 @@ class RayExecutor:
         self._started = False
 
     def _ray(self):
+        if not self.address and "ray" not in sys.modules:
+            # Ray's default for a new local cluster, said explicitly (and before Ray reads its
+            # config at import): token auth stays on without the notice Ray prints on every start.
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
         import ray
 
         if not ray.is_initialized():
             kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-            if self.address:
-                ray.init(address=self.address, **kwargs)
-            else:
-                ray.init(num_cpus=self.num_cpus, **kwargs)
+            with _import_root_as_cwd():
+                if self.address:
+                    ray.init(address=self.address, **kwargs)
+                else:
+                    ray.init(num_cpus=self.num_cpus, **kwargs)
             self._started = True
         return ray
 

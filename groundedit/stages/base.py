@@ -53,6 +53,8 @@ class BaseStage(ABC):
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = NoParams
     uses_seed: ClassVar[bool] = False
+    # Seconds ``setup()`` took that no unit record has been charged with yet (see runner.setup_stage).
+    unbilled_setup_seconds: float = 0.0
 
     def __init__(self, spec: StageSpec, ctx: RunContext):
         self.spec = spec

@@ -1,0 +1,60 @@
+"""A run folder remembers how it was made: ``manifests/run.json`` (input, profile, seed, limit).
+
+Resuming reuses those settings, so ``groundedit run --out runs/x`` alone continues a run. Asking an
+existing folder for a different input, profile or seed is refused unless ``reconfigure`` is set
+(then the stages those settings change are redone); ``--limit`` may change freely (it only adds or
+drops input units).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from groundedit.manifest import RunInfo
+from groundedit.specs import DEFAULT_PROFILE
+
+
+class SettingsError(ValueError):
+    """The requested settings do not fit the run folder."""
+
+
+def resolve_settings(
+    out: Path,
+    *,
+    input: Path | None,
+    profile: str | None,
+    seed: int | None,
+    limit: int | None,
+    stage: str,
+    source_stage: str,
+    reconfigure: bool = False,
+) -> RunInfo:
+    """The settings this run uses: the folder's own, overridden by what was asked (``None`` = not
+    asked; ``limit=0`` = no limit)."""
+    new_input = str(input.resolve()) if input is not None else None
+    saved = RunInfo.load(out)
+    if saved is None:
+        if new_input is None:
+            raise SettingsError(f"{out} is not a run folder yet: --input is required")
+        return RunInfo(
+            input=new_input, profile=profile or DEFAULT_PROFILE, seed=seed or 0, limit=limit or None
+        )
+    asked = {"input": new_input, "profile": profile, "seed": seed}
+    changed = {k: v for k, v in asked.items() if v is not None and v != getattr(saved, k)}
+    if changed and not reconfigure:
+        was = ", ".join(f"--{k} {getattr(saved, k)}" for k in changed)
+        now = ", ".join(f"--{k} {v}" for k, v in changed.items())
+        raise SettingsError(
+            f"{out} was made with {was}; this run asks for {now}. Leave those flags out to resume, "
+            "use another --out, or add --reconfigure to redo the stages they change"
+        )
+    if "input" in changed and stage not in ("all", source_stage):
+        raise SettingsError(
+            f"a new --input is read by '{source_stage}' only: run --stage {source_stage} or --stage all"
+        )
+    return RunInfo(
+        input=new_input or saved.input,
+        profile=profile or saved.profile,
+        seed=saved.seed if seed is None else seed,
+        limit=saved.limit if limit is None else (limit or None),
+    )

@@ -1,0 +1,40 @@
+"""The run folder lock: one live writer; a lock left by a dead run is taken over."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from groundedit.runlock import RunLocked, lock_path, run_lock
+
+
+def test_second_holder_is_refused_with_the_first_named(tmp_path):
+    with (
+        run_lock(tmp_path),
+        pytest.raises(RunLocked, match=r"in use by another groundedit run \(pid \d+ on "),
+        run_lock(tmp_path),
+    ):
+        pass
+    with run_lock(tmp_path):  # released on exit
+        pass
+
+
+def test_lock_left_by_a_dead_run_is_taken_over(tmp_path):
+    lock_path(tmp_path).parent.mkdir(parents=True)
+    lock_path(tmp_path).write_text(json.dumps({"pid": 999999, "host": "h", "started": "then"}))
+    seen = []
+    with run_lock(tmp_path, on_takeover=seen.append):
+        holder = json.loads(lock_path(tmp_path).read_text())
+    assert seen == ["pid 999999 on h, started then"]
+    assert holder["pid"] != 999999
+    assert lock_path(tmp_path).read_text() == ""  # a clean exit leaves nothing to take over
+
+
+def test_clean_exit_leaves_nothing_to_take_over(tmp_path):
+    with run_lock(tmp_path):
+        pass
+    seen = []
+    with run_lock(tmp_path, on_takeover=seen.append):
+        pass
+    assert seen == []
