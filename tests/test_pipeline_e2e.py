@@ -19,9 +19,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def runs(sa1b_input, tmp_path_factory, run_pipeline, ray_cluster, tiny_run):
+def runs(sa1b_input, tmp_path_factory, run_pipeline, ray_cluster, tiny_run, enforcing_stages):
+    """The shared local run and the same run under Ray (same specs: verdicts enforced)."""
     d = tmp_path_factory.mktemp("run-ray")
-    run_pipeline(sa1b_input, d, executor="ray")
+    run_pipeline(sa1b_input, d, executor="ray", stages=enforcing_stages)
     return {"local": tiny_run, "ray": d}
 
 
@@ -82,7 +83,7 @@ def test_records_masks_and_overlays(runs, executor, shard_reader):
             "3_Editing_Description",
             "4_Post_Edit_Description",
         ]
-        assert doc["scores"]["saliency_keep"] in (0, 1), "the verdict is recorded (tiny keeps 0s)"
+        assert doc["scores"]["saliency_keep"] == 1, "these runs enforce the verdicts"
         src = np.asarray(Image.open(io.BytesIO(members["src.jpg"])))
         grounded = np.asarray(Image.open(io.BytesIO(members["grounded.jpg"])))
         mask = np.asarray(Image.open(io.BytesIO(members["mask.png"]))).astype(bool)
