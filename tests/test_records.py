@@ -34,9 +34,17 @@ def test_cot_uses_the_papers_keys():
 def _export_doc(**over):
     doc = {
         "key": "sa_1",
-        "source": {"dataset": "sa1b", "image_id": "1", "file_name": "sa_1.jpg", "width": 10, "height": 10},
+        "source": {
+            "dataset": "sa1b",
+            "image_id": "1",
+            "file_name": "sa_1.jpg",
+            "width": 10,
+            "height": 10,
+            "original_width": 20,
+            "original_height": 20,
+        },
         "target": {
-            "label": None,
+            "label": "",
             "candidate_source": "sa1b",
             "box_xyxy": [1, 2, 3, 4],
             "box_1000": [[100, 200], [300, 400]],
@@ -69,6 +77,10 @@ def test_export_record_is_strict():
     bad["target"]["box_xyxy"] = ["1", 2, 3, 4]
     with pytest.raises(ValidationError):
         ExportRecord.model_validate_json(json.dumps(bad))
+    unlabelled = _export_doc()
+    unlabelled["target"]["label"] = None  # a label is a string in every run ("" when none matched)
+    with pytest.raises(ValidationError, match="label"):
+        ExportRecord.model_validate_json(json.dumps(unlabelled))
 
 
 def test_reject_returns_a_marked_copy():

@@ -3,7 +3,9 @@
 Columns and their types come from one function, :func:`hf_features`, so every export has the
 same schema whatever the run produced (a column a run lacks is null, never a different type).
 Images keep their encoded bytes (JPEG/PNG); ``record`` holds the full exported JSON record, as in
-the shards, for fields without a column of their own.
+the shards, for fields without a column of their own. (Reading the shards themselves with
+``load_dataset("webdataset", ...)`` takes the record's full nested types from
+:func:`groundedit.features.shard_features` instead.)
 """
 
 from __future__ import annotations
