@@ -1,4 +1,5 @@
-"""The ``groundedit`` command line: run the pipeline, show a run's status, make a tiny input."""
+"""The ``groundedit`` command line: run the pipeline, show a run's status, report on it, export and
+evaluate edits, make a tiny input, train Bagel on the shards and edit with the result."""
 
 from __future__ import annotations
 
@@ -293,11 +294,333 @@ def fixture(
     console.print(f"wrote {images} images in {len(tars)} shards to {out}")
 
 
+@app.command()
+def report(
+    out: Path = typer.Option(..., "--out", help="run folder"),
+    to: Path | None = typer.Option(None, "--to", help="report folder (default: OUT/report)"),
+    gallery_limit: int = typer.Option(500, "--gallery-limit", min=0, help="kept samples in the gallery"),
+    rejected_per_reason: int = typer.Option(
+        12, "--rejected-per-reason", min=0, help="rejected samples shown per stage and reason"
+    ),
+) -> None:
+    """Write a static HTML report of a run: funnel, distributions, cost, gallery, rejections."""
+    from groundedit.report import build_report
+
+    page = build_report(out, to, gallery_limit, rejected_per_reason)
+    console.print(f"report: {page}", soft_wrap=True)
+
+
+@app.command()
+def export(
+    out: Path = typer.Option(..., "--out", help="run folder (its export stage finished)"),
+    format: str = typer.Option(..., "--format", help="'bagel-parquet' or 'hf'"),
+    to: Path = typer.Option(..., "--to", help="new folder for the converted data"),
+    layout: str = typer.Option("both", "--layout", help="bagel-parquet: 'edit', 'chain' or 'both'"),
+    rows_per_file: int = typer.Option(1024, "--rows-per-file", min=1, help="bagel-parquet rows per file"),
+    rows_per_group: int = typer.Option(
+        64, "--rows-per-group", min=1, help="bagel-parquet rows per row group"
+    ),
+) -> None:
+    """Convert a run's exported samples to another training format (Bagel parquet, HF datasets)."""
+    from groundedit.exporters import EXPORTERS, export_bagel_parquet, export_hf
+    from groundedit.exporters.bagel import LAYOUTS
+    from groundedit.rundata import RunData
+
+    if format not in EXPORTERS:
+        raise CliError(f"unknown format '{format}' (choose from: {', '.join(EXPORTERS)})")
+    if layout not in (*LAYOUTS, "both"):
+        raise CliError(f"unknown layout '{layout}' (choose from: {', '.join(LAYOUTS)}, both)")
+    run = RunData(out)
+    if format == "hf":
+        summary = export_hf(run, to)
+    else:
+        layouts = LAYOUTS if layout == "both" else (layout,)
+        summary = export_bagel_parquet(run, to, layouts, rows_per_file, rows_per_group)
+    rows = ", ".join(f"{k} {v} rows" for k, v in summary.rows.items())
+    console.print(f"{summary.format}: {rows} in {len(summary.files)} files at {summary.to}", soft_wrap=True)
+    for reason, n in summary.skipped.most_common():
+        console.print(f"  skipped {n}: {reason}", soft_wrap=True)
+
+
+@app.command("eval")
+def eval_(
+    bench: Path = typer.Option(..., "--bench", help="bench .jsonl, SmartEdit folder, or a run folder"),
+    reader: str | None = typer.Option(None, "--reader", help="jsonl, smartedit or shards (default: guess)"),
+    edited: Path | None = typer.Option(None, "--edited", help="folder of the editor's outputs"),
+    to: Path = typer.Option(Path("eval-results"), "--to", help="folder for samples.csv and summary.csv"),
+    profile: str = typer.Option(DEFAULT_PROFILE, "--profile", help="judge model: 'paper' or 'tiny'"),
+    judge: bool = typer.Option(True, "--judge/--no-judge", help="score ES with the VLM judge"),
+    seed: int = typer.Option(0, "--seed", help="seed of the judge's sampling"),
+    change_threshold: int = typer.Option(
+        24, "--change-threshold", min=0, max=255, help="EGA: changed if a channel moves more"
+    ),
+    metrics_size: int = typer.Option(
+        256, "--metrics-size", min=0, help="PSNR/SSIM/LPIPS resize (0: source size)"
+    ),
+    lpips_net: str = typer.Option("squeeze", "--lpips-net", help="LPIPS backbone: squeeze or alex"),
+    lpips_backbone: Path | None = typer.Option(None, "--lpips-backbone", help="torchvision backbone .pth"),
+    lpips_linear: Path | None = typer.Option(None, "--lpips-linear", help="lpips linear-layer .pth"),
+    clip_model: Path | None = typer.Option(None, "--clip-model", help="local CLIP model folder"),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="score only the first N items"),
+) -> None:
+    """Score edits on a benchmark: EGA, leakage, PSNR/SSIM (unedited region), LPIPS, CLIP, judge ES."""
+    import itertools
+
+    from groundedit.evaluation import (
+        EditJudge,
+        EvalOptions,
+        evaluate,
+        read_bench,
+        summarize,
+        summary_table,
+        write_items_csv,
+        write_summary_csv,
+    )
+
+    if profile not in available_profiles():
+        raise CliError(
+            f"unknown profile '{profile}' (choose from: {', '.join(sorted(available_profiles()))})"
+        )
+    if (lpips_backbone is None) != (lpips_linear is None):
+        raise CliError("LPIPS needs both --lpips-backbone and --lpips-linear")
+    for path in (lpips_backbone, lpips_linear, clip_model):
+        if path is not None and not path.exists():
+            raise CliError(f"{path} does not exist")
+    opts = EvalOptions(change_threshold=change_threshold, size=metrics_size)
+    items = read_bench(bench, reader, edited)
+    if lpips_backbone is not None:
+        from groundedit.evaluation.perceptual import LPIPS
+
+        opts.lpips = LPIPS.from_files(lpips_net, lpips_backbone, lpips_linear)
+    if clip_model is not None:
+        from groundedit.evaluation.perceptual import CLIPScorer
+
+        opts.clip = CLIPScorer(clip_model)
+    if judge:
+        opts.judge = EditJudge.load(profile, seed)
+        opts.judge_batch = opts.judge.spec.batch_size
+        opts.judge.setup()
+    try:
+        results = list(evaluate(itertools.islice(items, limit), opts))
+    finally:
+        if opts.judge is not None:
+            opts.judge.teardown()
+    if not results:
+        raise CliError(f"{bench} holds no items to score")
+    rows = summarize(results)
+    write_items_csv(results, to / "samples.csv")
+    write_summary_csv(rows, to / "summary.csv")
+    Console(width=max(120, shutil.get_terminal_size().columns)).print(summary_table(rows))
+    console.print(f"wrote {to / 'samples.csv'} and {to / 'summary.csv'}", soft_wrap=True)
+
+
+_LOSS_TERMS = ("ce", "mse", "tv", "vv", "mask")
+
+
+@app.command()
+def train(
+    data: list[str] = typer.Option(
+        ...,
+        "--data",
+        help="training data, repeatable: a run folder, shards/ folder or .tar (our shards), or a Bagel "
+        "parquet_info .json / folder of .parquet; PATH=WEIGHT sets a source's mixing weight (default 1)",
+    ),
+    out: Path = typer.Option(..., "--out", help="output folder: checkpoints, metrics.jsonl, model/"),
+    profile: str = typer.Option(DEFAULT_PROFILE, "--profile", help="'paper' or 'tiny' (stages/train.yaml)"),
+    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="override the spec's max_steps"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the latest checkpoint in OUT"),
+) -> None:
+    """Fine-tune Bagel on exported shards with the InterCoG grounding losses."""
+    from groundedit.train.spec import load_train_spec
+    from groundedit.train.trainer import train as run_training
+
+    spec = load_train_spec(profile, overrides={"max_steps": max_steps} if max_steps else None)
+    view = _TrainView(spec.max_steps)
+    try:
+        model_dir = run_training(spec, data, out, resume=resume, on_step=view)
+    finally:
+        view.close()
+    console.print(f"model: {model_dir}   metrics: {out / 'metrics.jsonl'}", soft_wrap=True)
+
+
+class _TrainView:
+    """A progress bar started at the first finished step (so set-up errors print alone): each loss term,
+    tokens/s, ETA."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.progress, self.task = total, None, None
+
+    def __call__(self, record) -> None:
+        if self.progress is None:
+            columns = [
+                TextColumn("train"),
+                BarColumn(bar_width=20),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[losses]}"),
+                TextColumn("{task.fields[speed]}"),
+                TimeRemainingColumn(),
+            ]
+            self.progress = Progress(*columns, console=console)
+            self.progress.start()
+            self.task = self.progress.add_task(
+                "train", total=self.total, completed=record.step - 1, losses="", speed=""
+            )
+        losses = " ".join(f"{t} {record.terms[t]:.3f}" for t in _LOSS_TERMS)
+        speed = f"{record.tokens / max(record.seconds, 1e-9):.0f} tok/s"
+        self.progress.update(
+            self.task, completed=record.step, losses=f"loss {record.loss:.3f} ({losses})", speed=speed
+        )
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _edit_jobs(
+    image: Path | None, instruction: str | None, batch: Path | None
+) -> list[tuple[str, Path, str]]:
+    """(name, image, instruction) of each edit asked for."""
+    import json
+
+    if batch is not None:
+        if image is not None or instruction is not None:
+            raise CliError("give either --batch or --image with --instruction, not both")
+        if not batch.is_file():
+            raise CliError(f"--batch {batch} does not exist")
+        jobs = []
+        for n, line in enumerate(batch.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                path, text = Path(row["image"]), str(row["instruction"])
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise CliError(
+                    f'--batch {batch} line {n}: expected {{"image": ..., "instruction": ...}}'
+                ) from e
+            path = path if path.is_absolute() else batch.parent / path
+            jobs.append((f"{len(jobs):04d}-{path.stem}", path, text))
+        if not jobs:
+            raise CliError(f"--batch {batch} lists no edits")
+    elif image is None or instruction is None:
+        raise CliError("give --image and --instruction (or --batch FILE.jsonl)")
+    else:
+        jobs = [(image.stem, image, instruction)]
+    for _, path, _ in jobs:
+        if not path.is_file():
+            raise CliError(f"image {path} does not exist")
+    return jobs
+
+
+@app.command()
+def edit(
+    ckpt: Path = typer.Option(
+        ..., "--ckpt", help="a training output folder, or a Bagel folder (official layout)"
+    ),
+    image: Path | None = typer.Option(None, "--image", help="image to edit"),
+    instruction: str | None = typer.Option(None, "--instruction", help="what to change"),
+    batch: Path | None = typer.Option(None, "--batch", help='JSONL of {"image": ..., "instruction": ...}'),
+    reasoning: bool = typer.Option(False, "--reasoning", help="ground the target first (InterCoG)"),
+    out: Path = typer.Option(Path("edits"), "--out", help="folder for the results"),
+    steps: int = typer.Option(50, "--steps", min=2, help="denoising steps per image"),
+    seed: int = typer.Option(0, "--seed"),
+    max_text_tokens: int = typer.Option(1000, "--max-text-tokens", min=1, help="cap of each reasoning text"),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="edits per forward"),
+) -> None:
+    """Edit images with a (fine-tuned) Bagel; --reasoning also saves the grounding text and image."""
+    import json
+
+    from PIL import Image
+
+    from groundedit.imaging import SampleError, decode_image
+    from groundedit.models.bagel import BagelEditor, CheckpointError, ReasoningEditor
+    from groundedit.train.checkpoint import INTERCOG_FILE, MODEL_DIR
+    from groundedit.train.spec import load_train_spec
+
+    folder = ckpt / MODEL_DIR if (ckpt / MODEL_DIR).is_dir() else ckpt
+    if not (folder / "ema.safetensors").is_file():
+        raise CliError(
+            f"--ckpt {ckpt}: no Bagel checkpoint there (neither {folder}/ema.safetensors nor model/)"
+        )
+    jobs = _edit_jobs(image, instruction, batch)
+    try:
+        images = [decode_image(p.read_bytes(), 64_000_000) for _, p, _ in jobs]
+    except SampleError as e:
+        raise CliError(f"cannot read an input image: {e}") from e
+    prompts_file = folder / INTERCOG_FILE
+    if prompts_file.is_file():
+        prompts = json.loads(prompts_file.read_text())
+    else:  # a checkpoint not written by groundedit train: this project's prompts
+        grounding, plain = load_train_spec().system_prompts()
+        prompts = {"grounding_system": grounding, "edit_system": plain}
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        editor = BagelEditor.from_pretrained(folder)
+    except CheckpointError as e:
+        raise CliError(str(e)) from e
+    texts = [t for _, _, t in jobs]
+    rows = []
+    with console.status(f"editing {len(jobs)} image(s){' with reasoning' if reasoning else ''}"):
+        if reasoning:
+            results = ReasoningEditor(editor, prompts["grounding_system"]).edit(
+                images, texts, seed=seed, steps=steps, max_text_tokens=max_text_tokens, batch_size=batch_size
+            )
+            for (name, path, text), r in zip(jobs, results, strict=True):
+                files = {
+                    "grounding": out / f"{name}.grounding.txt",
+                    "grounded": out / f"{name}.grounded.png",
+                    "description": out / f"{name}.description.txt",
+                    "edited": out / f"{name}.edited.png",
+                }
+                files["grounding"].write_text(r.grounding)
+                r.grounded.save(files["grounded"])
+                files["description"].write_text(r.description)
+                r.edited.save(files["edited"])
+                rows.append(
+                    {"image": str(path), "instruction": text, **{k: str(v) for k, v in files.items()}}
+                )
+        else:
+            edited: list[Image.Image] = editor.edit(
+                images,
+                texts,
+                seed=seed,
+                steps=steps,
+                system_prompt=prompts["edit_system"],
+                batch_size=batch_size,
+            )
+            for (name, path, text), im in zip(jobs, edited, strict=True):
+                im.save(out / f"{name}.edited.png")
+                rows.append(
+                    {"image": str(path), "instruction": text, "edited": str(out / f"{name}.edited.png")}
+                )
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    console.print(f"wrote {len(rows)} edit(s) to {out} (results.jsonl)", soft_wrap=True)
+
+
+@app.command()
+def doctor(
+    profile: str = typer.Option(DEFAULT_PROFILE, "--profile", help="the profile whose needs are checked"),
+) -> None:
+    """Is this machine ready for a run: torch/CUDA, GPUs, vLLM, every model and file, and how to get each."""
+    from groundedit.doctor import diagnose, render
+
+    if profile not in available_profiles():
+        raise CliError(
+            f"unknown profile '{profile}' (choose from: {', '.join(sorted(available_profiles()))})"
+        )
+    findings = diagnose(profile)
+    print(render(findings))
+    if any(f.level in ("missing", "warn") for f in findings):
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: usage errors and expected failures print one line and exit non-zero."""
+    from groundedit.evaluation.judge import JudgeError
     from groundedit.pipeline import PipelineError
     from groundedit.runlock import RunLocked
     from groundedit.runner import StageFailed
+    from groundedit.train.errors import TrainError
 
     try:
         rc = app(args=argv, standalone_mode=False)
@@ -310,7 +633,17 @@ def main(argv: list[str] | None = None) -> int:
         message = e.format_message() if hasattr(e, "format_message") else str(e)
         console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
         return 2
-    except (CliError, SpecError, PipelineError, RunLocked, StageFailed, FileNotFoundError, ValueError) as e:
+    except (
+        CliError,
+        SpecError,
+        PipelineError,
+        RunLocked,
+        StageFailed,
+        JudgeError,
+        TrainError,
+        FileNotFoundError,
+        ValueError,
+    ) as e:
         console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         return 1
     # typer turns a Ctrl-C it catches itself (outside a command's own handler) into a return of 130.

@@ -21,6 +21,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -76,7 +77,14 @@ class UnitCommit(_Record):
     rows_in: int
     kept: int
     rejected: dict[str, int] = Field(default_factory=dict, description="reason code -> count")
-    seconds: float = 0.0
+    seconds: float = Field(0.0, description="wall-clock seconds the worker spent on this unit")
+    setup_seconds: float = Field(
+        0.0, description="model loading (the worker's setup) charged to the first unit it ran"
+    )
+    device: Literal["cpu", "cuda"] = Field("cpu", description="where the stage's models ran")
+    gpu_seconds: float | None = Field(
+        None, description="(seconds + setup_seconds) x GPUs the worker held; null when no GPU was used"
+    )
     committed_ns: int = Field(0, description="wall clock (ns since the epoch) when the commit was written")
     worker: str = Field("", description="host:pid of the process that wrote it")
     source_stamps: list[FileStamp] = Field(

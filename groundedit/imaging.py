@@ -63,6 +63,16 @@ def oriented_size(im: Image.Image) -> tuple[int, int]:
     return (h, w) if exif_orientation(im) in _TRANSPOSING else (w, h)
 
 
+def fit_within(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """``size`` (width, height) scaled down so that its longer side is ``max_side``; unchanged when it
+    already fits (or ``max_side`` is None). Images are never scaled up."""
+    w, h = size
+    if max_side is None or max(w, h) <= max_side:
+        return w, h
+    scale = max_side / max(w, h)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
 def _to_rgb(im: Image.Image) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB: 16-bit scaled down, alpha composited on white."""
     if im.mode == "RGB":
@@ -83,16 +93,29 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Decode to an 8-bit RGB PIL image, EXIF orientation applied."""
+def decode_image(data: bytes, max_pixels: int, size: tuple[int, int] | None = None) -> Image.Image:
+    """Decode to an 8-bit RGB PIL image, EXIF orientation applied.
+
+    With ``size`` (width, height after orientation, no larger than the image) the result is scaled
+    down to exactly that size: a JPEG is first decoded at the smallest DCT scale (1/2, 1/4, 1/8) that
+    is still at least that large, then every image is resampled with Lanczos. The same bytes and
+    size always give the same pixels.
+    """
     im = open_image(data, max_pixels)
+    orientation = exif_orientation(im)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            if size is not None:
+                stored = (size[1], size[0]) if orientation in _TRANSPOSING else size
+                if stored != im.size:
+                    im.draft(None, stored)  # JPEG only; other formats ignore it
             im.load()
-            if exif_orientation(im) != 1:
+            if orientation != 1:
                 im = ImageOps.exif_transpose(im)
             im = _to_rgb(im)
+            if size is not None and im.size != size:
+                im = im.resize(size, Image.Resampling.LANCZOS)
     except SampleError:
         raise
     except OSError as e:

@@ -64,6 +64,10 @@ class StageSummary(BaseModel):
     kept: int = 0
     rejected: dict[str, int] = Field(default_factory=dict, description="reason code -> count")
     complete: bool = False
+    seconds: float = Field(0.0, description="worker wall seconds over the done units (their commits)")
+    setup_seconds: float = Field(0.0, description="model loading charged to the done units")
+    gpu_seconds: float = Field(0.0, description="GPU-seconds of the done units")
+    devices: list[str] = Field(default_factory=list, description="where the done units' models ran")
     updated_at: str = ""
     shards: int | None = Field(None, description="sink: WebDataset shards written")
     exported: int | None = Field(None, description="sink: samples in the shards")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from PIL import Image
 from pycocotools import mask as mask_utils
 
 from groundedit.imaging import SampleError
@@ -64,6 +67,30 @@ def bbox_of(mask: np.ndarray) -> tuple[int, int, int, int]:
     if rows.size == 0:
         return 0, 0, 0, 0
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def resize(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Scale a boolean mask to ``size`` (width, height): an output pixel is set when at least half the
+    area it covers is (box filter). Pixel centres map as in PIL's image resize, so the mask stays
+    aligned with the image scaled to the same size. Only the mask's bounding box is resampled."""
+    h, w = mask.shape
+    out_w, out_h = size
+    out = np.zeros((out_h, out_w), dtype=bool)
+    x1, y1, x2, y2 = bbox_of(mask)
+    if x2 <= x1:
+        return out
+    sx, sy = out_w / w, out_h / h
+    ox1, oy1 = math.floor(x1 * sx), math.floor(y1 * sy)
+    ox2, oy2 = min(out_w, math.ceil(x2 * sx)), min(out_h, math.ceil(y2 * sy))
+    # the source region those output pixels cover, cut out whole pixels wide
+    bx1, by1, bx2, by2 = ox1 / sx, oy1 / sy, min(w, ox2 / sx), min(h, oy2 / sy)
+    cx1, cy1, cx2, cy2 = math.floor(bx1), math.floor(by1), math.ceil(bx2), math.ceil(by2)
+    crop = Image.fromarray(mask[cy1:cy2, cx1:cx2].astype(np.uint8) * 255, "L")
+    scaled = crop.resize(
+        (ox2 - ox1, oy2 - oy1), Image.Resampling.BOX, box=(bx1 - cx1, by1 - cy1, bx2 - cx1, by2 - cy1)
+    )
+    out[oy1:oy2, ox1:ox2] = np.asarray(scaled) >= 128
+    return out
 
 
 def apply_orientation(mask: np.ndarray, orientation: int) -> np.ndarray:

@@ -64,6 +64,10 @@ class _Tally:
     kept: int = 0
     rejected: Counter = field(default_factory=Counter)
     quarantined: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    setup_seconds: float = 0.0
+    gpu_seconds: float = 0.0
+    devices: set[str] = field(default_factory=set)
 
     def add(self, unit: str, o: Outcome) -> None:
         if o.ok:
@@ -72,6 +76,10 @@ class _Tally:
             self.rows_in += o.rows_in
             self.kept += o.kept
             self.rejected.update(o.rejected)
+            self.seconds += o.seconds
+            self.setup_seconds += o.setup_seconds
+            self.gpu_seconds += o.gpu_seconds
+            self.devices.add(o.device)
         elif o.state == "quarantined":
             self.quarantined[unit] = o.error or "failed"
         else:
@@ -142,15 +150,16 @@ class Pipeline:
             return summary
 
     def preflight(self, names: list[str]) -> None:
-        """Stop before any work if a model the stages need cannot be had (listing every one)."""
-        from groundedit.models.hub import missing_models
+        """Stop before any work if a model, file or package the stages will read cannot be had
+        (listing every one, with the command that gets it)."""
+        from groundedit.models.hub import missing_requirements
 
-        refs = [(n, role, ref) for n in names for role, ref in self.chain.specs[n].models.items()]
-        missing = missing_models(refs)
+        reqs = [r for n in names for r in self.chain.classes[n](self.chain.specs[n], self.ctx).requirements()]
+        missing = missing_requirements(reqs)
         if missing:
             lines = "\n  ".join(missing)
             raise PipelineError(
-                f"models missing for profile '{self.ctx.profile}':\n  {lines}\n"
+                f"models or files missing for profile '{self.ctx.profile}':\n  {lines}\n"
                 "get them (or point the stage specs at local copies), or use --profile tiny to run "
                 "every stage with tiny random-weight models"
             )
@@ -293,6 +302,10 @@ class Pipeline:
                 kept=t.kept,
                 rejected=dict(t.rejected),
                 complete=t.done == planned,
+                seconds=round(t.seconds, 3),
+                setup_seconds=round(t.setup_seconds, 3),
+                gpu_seconds=round(t.gpu_seconds, 3),
+                devices=sorted(t.devices),
             )
             if name == sink:
                 record.shards, record.exported = outputs["shards"], outputs["samples"]

@@ -8,18 +8,24 @@ import numpy as np
 from PIL import Image
 
 from groundedit import masks
-from groundedit.imaging import SampleError, decode_image
+from groundedit.imaging import SampleError, decode_image, open_image, oriented_size
 from groundedit.records import Sample
 from groundedit.tario import read_blob
 
 
 def source_image(s: Sample) -> Image.Image:
-    """The source photo as 8-bit RGB, EXIF orientation applied, checked against ingest's size."""
+    """The source photo as 8-bit RGB, EXIF orientation applied, at ``source.width`` x ``height`` (scaled
+    down when ingest downscaled it); the file must still have the size ingest saw."""
     src = s.source
-    image = decode_image(read_blob(src.image), max_pixels=max(1, src.width * src.height))
-    if image.size != (src.width, src.height):
-        raise SampleError("image_size_changed", f"decoded {image.size}, ingest saw {src.width}x{src.height}")
-    return image
+    data = read_blob(src.image)
+    original = src.original_size or (src.width, src.height)
+    max_pixels = max(1, original[0] * original[1])
+    found = oriented_size(open_image(data, max_pixels))
+    if found != tuple(original):
+        raise SampleError(
+            "image_size_changed", f"the file is {found[0]}x{found[1]}, ingest saw {original[0]}x{original[1]}"
+        )
+    return decode_image(data, max_pixels, size=(src.width, src.height))
 
 
 def artifact_image(s: Sample, name: str, out: Path) -> Image.Image:

@@ -50,23 +50,29 @@ class RLE(_Record):
 
 
 class Source(_Record):
-    """The photo a sample comes from. ``width``/``height`` are after EXIF orientation is applied."""
+    """The photo a sample comes from. ``width``/``height`` are the size every stage decodes it to:
+    after EXIF orientation, and after ingest's downscaling (``max_side``) when ``original_size`` is set."""
 
     dataset: Dataset
     image_id: str
     file_name: str
     width: int
     height: int
+    original_size: tuple[int, int] | None = Field(
+        None, description="(width, height) of the file after EXIF orientation, when ingest downscaled it"
+    )
     orientation: int = Field(1, description="EXIF orientation tag of the file (1 = none)")
     image: BlobRef
     annotation: BlobRef | None = None
 
 
 class Tag(_Record):
-    """An open-set tag of the image with its probability (RAM++)."""
+    """An open-set tag of the image with its probability (RAM++), and its Chinese name when the tag
+    vocabulary has a Chinese list (RAM++'s does)."""
 
     name: str
     score: float
+    name_zh: str | None = None
 
 
 class Candidate(_Record):
@@ -184,12 +190,19 @@ class ExportSource(_Strict):
     dataset: Dataset
     image_id: str
     file_name: str
-    width: _Int
-    height: _Int
+    width: _Int = Field(description="width of src.jpg")
+    height: _Int = Field(description="height of src.jpg")
+    original_width: _Int = Field(
+        description="the file's width (EXIF-oriented); larger than width when ingest downscaled it"
+    )
+    original_height: _Int = Field(description="the file's height (EXIF-oriented)")
 
 
 class ExportTarget(_Strict):
-    label: str | None
+    label: str = Field(
+        description="the RAM++ tag Grounding DINO matched to the object; '' when no tag matched it "
+        "(an SA-1B mask no detection box matched)"
+    )
     candidate_source: CandidateSource
     box_xyxy: tuple[_Int, _Int, _Int, _Int] = Field(
         description="pixels of src.jpg, exclusive right/bottom; the tight bound of mask.png"
@@ -221,24 +234,49 @@ class ExportScores(_Strict):
     change_inside: _Float | None = None
 
 
+class ExportSampling(_Strict):
+    """The decoding settings of the try whose answer was kept (VLM stages)."""
+
+    max_new_tokens: _Int
+    temperature: _Float
+    top_p: _Float
+    seed: _Int
+    attempts: _Int
+
+
+class ExportCount(_Strict):
+    name: str
+    count: _Int
+
+
 class ExportProvenance(_Strict):
+    """One stage's provenance. Null where the stage has no such thing (a model-free stage has no
+    prompt, an unseeded one no seed, only VLM stages sample); ``counts`` is a list (possibly empty),
+    so that every record has the same fields whatever the stage counted."""
+
     stage: str
     spec_hash: str
     models: list[str]
     prompt_hash: str | None
     seed: _Int | None
-    sampling: dict[str, float | int | str] | None
-    counts: dict[str, _Int] | None = None
+    sampling: ExportSampling | None
+    counts: list[ExportCount] = Field(description="stage-specific counts, e.g. dropped detections by reason")
     version: str
 
 
 class ExportRecord(_Strict):
-    """The ``json`` member of every exported sample. Fields the run's stages do not produce are null."""
+    """The ``json`` member of every exported sample. Every field has one type in every run (the Hugging
+    Face ``datasets`` Features are :func:`groundedit.features.record_features`); the fields a stage
+    fills in (edit type, instructions, CoT, scores) are null only when the run's pipeline lacks it."""
 
     key: str
     source: ExportSource
     target: ExportTarget
     tags: list[str]
+    tags_zh: list[str] = Field(
+        description="Chinese names of `tags`, index for index (RAM++'s Chinese list); "
+        "empty when the tag vocabulary has no Chinese list"
+    )
     edit_type: EditType | None
     instructions: ExportInstructions | None
     cot: ExportCoT | None

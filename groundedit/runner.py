@@ -10,10 +10,15 @@ everywhere:
   unit, and no member is packed twice;
 - bytes that changed under the run (:class:`~groundedit.tario.BlobChanged`) fail the unit: they
   are never turned into a per-sample rejection.
+
+Each commit also says what the unit cost: wall seconds, the worker's setup (model loading) charged
+to the first unit it ran, the device its models ran on, and GPU-seconds (wall x GPUs the worker
+held) when that was a GPU — so cost per kept sample comes from the commits alone.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from collections import Counter
@@ -89,6 +94,37 @@ def _reject_unprocessable(stage, item, reason: str, detail: str) -> Sample:
     return stage.reject_entry(item, reason, detail)
 
 
+def setup_stage(stage: Stage | SourceStage | SinkStage) -> None:
+    """``stage.setup()``, timed: the first unit the stage then runs is charged with it."""
+    start = time.perf_counter()
+    stage.setup()
+    stage.unbilled_setup_seconds = time.perf_counter() - start
+
+
+def _device(stage: Stage | SourceStage | SinkStage) -> str:
+    """'cuda' when the stage has models and this process can use CUDA (model code then picks it);
+    torch is only looked up if a stage already imported it, never imported here."""
+    torch = sys.modules.get("torch")
+    if stage.spec.models and torch is not None and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def _costs(stage: Stage | SourceStage | SinkStage, start: float) -> dict:
+    """The cost fields of a unit's commit: its wall time since ``start``, plus the setup seconds
+    not yet charged to any unit."""
+    seconds = time.perf_counter() - start
+    setup_seconds, stage.unbilled_setup_seconds = stage.unbilled_setup_seconds, 0.0
+    device = _device(stage)
+    gpus = (stage.spec.resources.gpus or 1.0) if device == "cuda" else 0.0
+    return {
+        "seconds": round(seconds, 3),
+        "setup_seconds": round(setup_seconds, 3),
+        "device": device,
+        "gpu_seconds": round((seconds + setup_seconds) * gpus, 3) if gpus else None,
+    }
+
+
 def run_unit(stage: Stage | SourceStage, unit: Unit, chain_hash: str) -> UnitCommit:
     """Process ``unit`` with a set-up ``stage`` and write its files; return its commit (for the
     caller to write once everything is in place)."""
@@ -133,7 +169,7 @@ def run_unit(stage: Stage | SourceStage, unit: Unit, chain_hash: str) -> UnitCom
         rows_in=len(rows),
         kept=len(kept),
         rejected=dict(Counter(s.rejection.reason for s in rejected)),
-        seconds=round(time.perf_counter() - start, 3),
+        **_costs(stage, start),
     )
 
 
@@ -156,7 +192,7 @@ def run_sink_unit(stage: SinkStage, unit: Unit, chain_hash: str, rejected_parts:
         artifacts=part if spans else None,
         rows_in=len(samples),
         kept=len(spans),
-        seconds=round(time.perf_counter() - start, 3),
+        **_costs(stage, start),
         part_samples=spans,
         rejected_parts=rejected_parts,
     )

@@ -109,7 +109,7 @@ def _absolute(ref: str, cwd: Path) -> str:
     return str(path.resolve()) if path.exists() else ref
 
 
-def _merge(base: dict, override: dict) -> dict:
+def merge_profile(base: dict, override: dict) -> dict:
     """Overlay a profile on a spec: sections (``resources``, ``models``, ``params``) merge key by key,
     and each value inside a section is replaced whole — a profile that sets
     ``params.backend_options`` sets all of it, never half of the base's."""
@@ -119,7 +119,8 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path) -> dict:
+    """A YAML file's top-level mapping, or a :class:`SpecError` naming the file."""
     if not path.is_file():
         raise SpecError(f"spec file {path} not found")
     try:
@@ -135,17 +136,17 @@ def available_profiles(directory: Path | None = None) -> set[str]:
     directory = directory or stages_dir()
     names = {DEFAULT_PROFILE}
     for path in directory.glob("*.yaml"):
-        names |= set((_read_yaml(path).get("profiles") or {}).keys())
+        names |= set((read_yaml(path).get("profiles") or {}).keys())
     return names
 
 
 def load_spec(name: str, profile: str = DEFAULT_PROFILE, directory: Path | None = None) -> StageSpec:
     """Load ``stages/<name>.yaml`` with ``profile``'s overrides applied."""
     path = (directory or stages_dir()) / f"{name}.yaml"
-    data = _read_yaml(path)
+    data = read_yaml(path)
     profiles = data.pop("profiles", None) or {}
     if profile != DEFAULT_PROFILE and profile in profiles:
-        data = _merge(data, profiles[profile])
+        data = merge_profile(data, profiles[profile])
     data.setdefault("stage", name)
     try:
         spec = StageSpec.model_validate(data)
@@ -158,7 +159,7 @@ def load_spec(name: str, profile: str = DEFAULT_PROFILE, directory: Path | None 
 
 def load_pipeline(directory: Path | None = None) -> list[str]:
     """The stage order from ``stages/pipeline.yaml``."""
-    data = _read_yaml((directory or stages_dir()) / "pipeline.yaml")
+    data = read_yaml((directory or stages_dir()) / "pipeline.yaml")
     order = data.get("order")
     if not isinstance(order, list) or not all(isinstance(s, str) for s in order) or not order:
         raise SpecError("stages/pipeline.yaml: 'order' must be a non-empty list of stage names")

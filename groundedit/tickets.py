@@ -28,6 +28,10 @@ class Outcome(BaseModel):
     kept: int = 0
     rejected: dict[str, int] = Field(default_factory=dict)
     error: str | None = None
+    seconds: float = 0.0
+    setup_seconds: float = 0.0
+    gpu_seconds: float = 0.0
+    device: str = "cpu"
 
     @property
     def ok(self) -> bool:

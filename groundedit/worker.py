@@ -26,7 +26,7 @@ from groundedit.commits import CommitStore, RejectedPart, UnitCommit, UnitFailur
 from groundedit.faults import crash_point
 from groundedit.manifest import digest
 from groundedit.planning import PlanReader
-from groundedit.runner import Unit, run_sink_unit, run_unit
+from groundedit.runner import Unit, run_sink_unit, run_unit, setup_stage
 from groundedit.specs import StageSpec
 from groundedit.stages.base import RunContext, SinkStage, SourceStage
 from groundedit.tario import BlobChanged
@@ -66,7 +66,7 @@ class StageWorker:
     def _stage(self):
         if self.stage is None:
             stage = self.job.stage_cls(self.job.spec, self.job.ctx)
-            stage.setup()
+            setup_stage(stage)
             self.stage = stage
         return self.stage
 
@@ -178,7 +178,15 @@ class StageWorker:
 
 def _outcome(commit: UnitCommit, state: str) -> Outcome:
     return Outcome(
-        stage=commit.stage, state=state, rows_in=commit.rows_in, kept=commit.kept, rejected=commit.rejected
+        stage=commit.stage,
+        state=state,
+        rows_in=commit.rows_in,
+        kept=commit.kept,
+        rejected=commit.rejected,
+        seconds=commit.seconds,
+        setup_seconds=commit.setup_seconds,
+        gpu_seconds=commit.gpu_seconds or 0.0,
+        device=commit.device,
     )
 
 

@@ -28,6 +28,32 @@ def model_cache(tmp_path_factory):
     return path
 
 
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """An empty, offline Hugging Face cache; ``hf_cache(repo_id, filename, source)`` puts a file into
+    it exactly where ``hf download repo_id filename`` would (``models--org--name/snapshots/<rev>/``)."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    root = tmp_path / "hf-cache"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    revision = "0" * 40
+
+    def put(repo_id: str, filename: str, source: Path) -> Path:
+        repo = root / f"models--{repo_id.replace('/', '--')}"
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text(revision)
+        dest = repo / "snapshots" / revision / filename
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+        return dest
+
+    return put
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(model_cache):
     """A local Ray cluster shared by every test that needs one (started once, ~3 s). Started after
@@ -154,8 +180,7 @@ def write_hostile_input(d: Path) -> dict[str, str]:
     expect["sa_110"] = "ok"
 
     rgb, _ = _good_photo(rng, w, h, 112, "sa_112.jpg")
-    big = np.zeros((2000, 2100, 3), np.uint8)
-    pair("sa_112", _jpeg(big), None)
+    pair("sa_112", _jpeg_claiming_size(8000, 6000), None)  # 48 MP by its header, over the 40 MP cap
     expect["sa_112"] = "too_many_pixels"
 
     with tarfile.open(d / "evil.tar", "w") as tar:
@@ -165,6 +190,15 @@ def write_hostile_input(d: Path) -> dict[str, str]:
             tar.addfile(info, io.BytesIO(payload))
     expect["evil-x"] = "unsafe_tar_member"
     return expect
+
+
+def _jpeg_claiming_size(width: int, height: int) -> bytes:
+    """A small JPEG whose header (SOF0) claims ``width`` x ``height``: the pixel cap is checked on
+    the header, so this stands in for a huge photo without encoding one."""
+    data = bytearray(_jpeg(np.zeros((16, 16, 3), np.uint8)))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
 
 
 def _jpeg_cmyk(rgb: np.ndarray) -> bytes:
@@ -186,18 +220,52 @@ def _run_pipeline(
     seed: int = 0,
     stage: str | None = None,
     limit: int | None = None,
+    stages: Path | None = None,
     **options,
 ):
+    """``stages``: a spec folder to use instead of ``stages/`` (the driver loads every spec)."""
     from groundedit.executors import make_executor
     from groundedit.pipeline import Pipeline
     from groundedit.stages import RunContext
 
     ctx = RunContext(out=out, input=input_path, seed=seed, profile="tiny", limit=limit)
     ex = make_executor(executor)
-    try:
-        return Pipeline(ctx, ex, **options).run(stage)
-    finally:
-        ex.close()
+    with pytest.MonkeyPatch.context() as mp:
+        if stages is not None:
+            mp.setenv("GROUNDEDIT_STAGES_DIR", str(stages))
+        try:
+            return Pipeline(ctx, ex, **options).run(stage)
+        finally:
+            ex.close()
+
+
+# The tiny profile records random verdicts without enforcing them; these are the tiny-model levels at
+# which they reject part of the fixture, as the paper profile's verdicts reject part of SA-1B.
+ENFORCED_VERDICTS = {
+    "saliency": {"drop_salient": True},
+    "qc": {"min_region_edit_accuracy": 3.0, "min_seamless_quality": 3.0},
+    "edit": {"min_ega": 0.3, "max_change_outside": 0.2, "min_change_inside": 0.01},
+}
+
+
+@pytest.fixture(scope="session")
+def enforcing_stages(tmp_path_factory) -> Path:
+    """A copy of ``stages/`` whose tiny profile enforces its verdicts (``ENFORCED_VERDICTS``), for runs
+    that readers (report, run data, exporters) need with rejections at the verdict stages."""
+    import shutil
+
+    import yaml
+
+    from groundedit.specs import stages_dir
+
+    d = tmp_path_factory.mktemp("enforcing") / "stages"
+    shutil.copytree(stages_dir(), d)
+    for name, params in ENFORCED_VERDICTS.items():
+        path = d / f"{name}.yaml"
+        doc = yaml.safe_load(path.read_text())
+        doc["profiles"]["tiny"].setdefault("params", {}).update(params)
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return d
 
 
 @pytest.fixture(scope="session")
@@ -205,6 +273,17 @@ def run_pipeline():
     """Run the tiny-profile pipeline in-process: ``run_pipeline(input, out, executor, seed, stage,
     limit, **Pipeline options)`` (options: ``schedule``, ``window``, ``max_attempts``)."""
     return _run_pipeline
+
+
+@pytest.fixture(scope="session")
+def tiny_run(sa1b_input, tmp_path_factory, enforcing_stages) -> Path:
+    """One finished tiny-profile run (local executor) over the 12-photo fixture, shared by every test
+    that reads a run (end to end, report, export, training). Its verdicts are enforced
+    (``enforcing_stages``), so it holds kept samples and rejections with images, as a real run does.
+    Read it; never write into it."""
+    out = tmp_path_factory.mktemp("tiny-run")
+    _run_pipeline(sa1b_input, out, executor="local", stages=enforcing_stages)
+    return out
 
 
 def read_shards(out: Path) -> dict[str, dict[str, bytes]]:

@@ -36,6 +36,19 @@ def test_version(cli):
         (["run", "--input", ".", "--out", "x", "--executor", "slurm"], "unknown executor 'slurm'"),
         (["status", "--out", "/nonexistent"], "is not a run folder"),
         (["frobnicate"], "No such command 'frobnicate'"),
+        (["report", "--out", "/nonexistent"], "is not a run folder"),
+        (["export", "--out", "/nonexistent", "--format", "hf", "--to", "x"], "is not a run folder"),
+        (["export", "--out", ".", "--format", "tfrecord", "--to", "x"], "unknown format 'tfrecord'"),
+        (
+            ["export", "--out", ".", "--format", "bagel-parquet", "--to", "x", "--layout", "zigzag"],
+            "unknown layout",
+        ),
+        (["eval", "--bench", "/nonexistent", "--no-judge"], "--bench /nonexistent does not exist"),
+        (
+            ["eval", "--bench", ".", "--lpips-backbone", "a.pth"],
+            "needs both --lpips-backbone and --lpips-linear",
+        ),
+        (["eval", "--bench", ".", "--profile", "huge"], "unknown profile 'huge'"),
     ],
 )
 def test_errors_are_one_line_and_nonzero(cli, args, message, tmp_path):
@@ -44,6 +57,28 @@ def test_errors_are_one_line_and_nonzero(cli, args, message, tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: ") and message in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--data", "/nonexistent", "--out", "x", "--profile", "tiny"], "no such file or folder"),
+        (["train", "--data", "manifests", "--out", "x", "--profile", "tiny"], "no .tar shards"),
+        (["train", "--data", "manifests", "--out", "x", "--profile", "huge"], "no profile 'huge'"),
+        (["train", "--data", ".", "--out", "x", "--resume"], "holds no training checkpoint"),
+        (["train", "--data", "x.tar=abc", "--out", "x"], "is not a number"),
+        (["edit", "--ckpt", "/nonexistent", "--image", "a.jpg", "--instruction", "y"], "no Bagel checkpoint"),
+        (["edit", "--ckpt", "stages", "--image", "a.jpg"], "no Bagel checkpoint"),
+    ],
+)
+def test_train_and_edit_errors_in_process(args, message, tmp_path, capsys, monkeypatch):
+    """The same one-line errors, checked in this process (cheaper than a subprocess each)."""
+    from groundedit.cli import main
+
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    assert main([str(tmp_path / "o") if a == "x" else a for a in args]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
 
 
 def test_single_stage_needs_its_upstream(cli, sa1b_input, tmp_path):
@@ -240,3 +275,21 @@ def test_single_image_input_runs_end_to_end(cli, shard_reader, tmp_path):
     exported = list(shard_reader(out))
     rejected = pq.read_table(out / "rejected.parquet").column("key").to_pylist()
     assert exported + rejected == ["photo"]
+
+
+@pytest.mark.slow
+def test_report_export_and_eval_from_the_command_line(cli, tiny_run, tmp_path):
+    out = cli("report", "--out", str(tiny_run), "--to", str(tmp_path / "report")).stderr
+    assert "report: " in out and (tmp_path / "report" / "index.html").is_file()
+    out = cli(
+        "export", "--out", str(tiny_run), "--format", "bagel-parquet", "--to", str(tmp_path / "bp")
+    ).stderr
+    assert "edit " in out and "chain " in out and (tmp_path / "bp" / "dataset_info.json").is_file()
+    proc = cli("eval", "--bench", str(tiny_run), "--no-judge", "--to", str(tmp_path / "eval"))
+    assert "overall" in proc.stdout and (tmp_path / "eval" / "summary.csv").is_file()
+    proc = cli("export", "--out", str(tiny_run), "--format", "hf", "--to", str(tmp_path / "bp"), check=False)
+    assert (
+        proc.returncode == 1
+        and proc.stderr.startswith("error: --to")
+        and "not an empty folder" in proc.stderr
+    )

@@ -8,9 +8,11 @@ from PIL import Image
 
 from groundedit.imaging import (
     SampleError,
+    decode_image,
     decode_rgb,
     encode_jpeg,
     encode_mask_png,
+    fit_within,
     open_image,
     oriented_size,
 )
@@ -69,6 +71,30 @@ def test_exif_orientation_is_applied():
     assert oriented_size(open_image(buf.getvalue(), 1000)) == (10, 20)
     out = decode_rgb(buf.getvalue(), 1000)
     assert out.shape == (20, 10, 3) and out[0, -1, 0] == 255  # top-left went to top-right
+
+
+def test_fit_within_scales_the_longer_side_down_only():
+    assert fit_within((4032, 3024), 1024) == (1024, 768)
+    assert fit_within((3024, 4032), 1024) == (768, 1024)
+    assert fit_within((800, 600), 1024) == (800, 600) == fit_within((800, 600), None)
+    assert fit_within((5000, 3), 1000) == (1000, 1)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_decode_to_a_smaller_size(fmt):
+    """JPEGs take a reduced DCT scale first, PNGs are resampled directly: both land on the size,
+    both keep the picture (left half dark, right half bright), and decoding is repeatable."""
+    arr = np.zeros((600, 800, 3), np.uint8)
+    arr[:, 400:] = 230
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown 600 wide, 800 tall: the dark half on top
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, fmt, exif=exif.tobytes())
+    out = decode_image(buf.getvalue(), 10**6, size=(150, 200))
+    assert out.size == (150, 200) and out.mode == "RGB"
+    a = np.asarray(out).astype(int)
+    assert a[:95].mean() < 15 and a[105:].mean() > 215
+    assert np.array_equal(a, np.asarray(decode_image(buf.getvalue(), 10**6, size=(150, 200))))
 
 
 def test_mask_png_roundtrip():

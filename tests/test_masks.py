@@ -43,6 +43,19 @@ def test_orientation_matches_pil(orientation):
     assert np.array_equal(masks.apply_orientation(a, orientation), expected)
 
 
+def test_resize_is_area_coverage_and_matches_a_whole_image_resize():
+    yy, xx = np.mgrid[0:300, 0:450]
+    ellipse = ((xx - 200) / 120.0) ** 2 + ((yy - 140) / 70.0) ** 2 <= 1
+    # integer factor 3: a pixel is set when at least 5 of its 9 source pixels are
+    coverage = ellipse.reshape(100, 3, 150, 3).sum(axis=(1, 3))
+    assert np.array_equal(masks.resize(ellipse, (150, 100)), coverage >= 5)
+    # any factor: the same as scaling the whole mask with PIL's box filter, up to ties at half coverage
+    whole = np.asarray(Image.fromarray(ellipse.astype(np.uint8) * 255).resize((131, 87), Image.BOX)) >= 128
+    got = masks.resize(ellipse, (131, 87))
+    assert (got != whole).sum() <= 2 and got.sum() > 1000
+    assert not masks.resize(np.zeros((30, 40), bool), (10, 7)).any()
+
+
 def test_rle_from_json_rejects_uncompressed():
     with pytest.raises(SampleError) as e:
         masks.rle_from_json({"size": [2, 2], "counts": [1, 2, 1]})

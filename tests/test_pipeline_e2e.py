@@ -19,14 +19,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def runs(sa1b_input, tmp_path_factory, run_pipeline, ray_cluster):
-    out = {}
-    for executor in ("local", "ray"):
-        d = tmp_path_factory.mktemp(f"run-{executor}")
-        # Ray: every stage at once, at most 2 units between ingest and the driver
-        run_pipeline(sa1b_input, d, executor=executor, window=2)
-        out[executor] = d
-    return out
+def runs(sa1b_input, tmp_path_factory, run_pipeline, ray_cluster, tiny_run, enforcing_stages):
+    """The shared local run and the same run under Ray (same specs: verdicts enforced). Ray: every
+    stage at once, at most 2 units between ingest and the driver."""
+    d = tmp_path_factory.mktemp("run-ray")
+    run_pipeline(sa1b_input, d, executor="ray", stages=enforcing_stages, window=2)
+    return {"local": tiny_run, "ray": d}
 
 
 def test_ray_streams_export_writes_a_shard_before_ingest_finishes(runs):
@@ -71,8 +69,16 @@ def test_shards_read_with_hf_datasets(runs, executor, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from datasets import load_dataset
 
+    from groundedit.features import shard_features
+
     urls = sorted(str(p) for p in (runs[executor] / "shards").glob("*.tar"))
-    ds = load_dataset("webdataset", data_files={"train": urls}, split="train", cache_dir=str(tmp_path))
+    ds = load_dataset(
+        "webdataset",
+        data_files={"train": urls},
+        split="train",
+        features=shard_features(),
+        cache_dir=str(tmp_path),
+    )
     n = sum(json.loads(p.read_text())["samples"] for p in (runs[executor] / "shards").glob("*.stats.json"))
     assert len(ds) == n
     row = ds[0]
@@ -100,7 +106,7 @@ def test_records_masks_and_overlays(runs, executor, shard_reader):
             "3_Editing_Description",
             "4_Post_Edit_Description",
         ]
-        assert doc["scores"]["saliency_keep"] == 1
+        assert doc["scores"]["saliency_keep"] == 1, "these runs enforce the verdicts"
         src = np.asarray(Image.open(io.BytesIO(members["src.jpg"])))
         grounded = np.asarray(Image.open(io.BytesIO(members["grounded.jpg"])))
         mask = np.asarray(Image.open(io.BytesIO(members["mask.png"]))).astype(bool)
@@ -190,12 +196,23 @@ def plain_folder(sa1b_input, tmp_path_factory):
     return d
 
 
+@pytest.fixture(scope="module")
+def plain_local_run(plain_folder, tmp_path_factory, run_pipeline):
+    out = tmp_path_factory.mktemp("plain-run-local")
+    run_pipeline(plain_folder, out, executor="local")
+    return out
+
+
 @pytest.mark.parametrize("executor", ["local", "ray"])
 def test_plain_images_get_candidates_from_tag_and_ground(
-    plain_folder, tmp_path, run_pipeline, shard_reader, executor, ray_cluster
+    plain_folder, tmp_path, run_pipeline, shard_reader, executor, request
 ):
-    out = tmp_path / "run"
-    run_pipeline(plain_folder, out, executor=executor)
+    if executor == "local":
+        out = request.getfixturevalue("plain_local_run")
+    else:
+        request.getfixturevalue("ray_cluster")
+        out = tmp_path / "run"
+        run_pipeline(plain_folder, out, executor=executor)
     samples = shard_reader(out)
     assert samples, "plain photos reach the shards"
     for members in samples.values():
@@ -203,3 +220,67 @@ def test_plain_images_get_candidates_from_tag_and_ground(
         assert doc["source"]["dataset"] == "images"
         assert doc["target"]["candidate_source"] == "grounded-sam"
         assert doc["target"]["label"] in doc["tags"]
+        assert len(doc["tags_zh"]) == len(doc["tags"]) and all(doc["tags_zh"]), "tiny RAM++ has Chinese names"
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_unit_commits_carry_their_cost(runs, executor):
+    from groundedit.commits import CommitStore
+
+    for name in load_pipeline()[:-1]:
+        units = CommitStore(runs[executor]).read_all(name).values()
+        assert all(u.device == "cpu" and u.gpu_seconds is None and u.seconds >= 0 for u in units)
+        spec = load_spec(name, "tiny")
+        charged = [u for u in units if u.setup_seconds > 0]
+        if spec.models:  # each worker charges its model loading to the first unit it ran
+            assert 1 <= len(charged) <= spec.workers, (name, [u.setup_seconds for u in units])
+
+
+# Provenance fields that are null by the kind of stage (no prompt, no seed, no sampling), in every run.
+NULL_BY_STAGE = {"provenance[].prompt_hash", "provenance[].seed", "provenance[].sampling"}
+
+
+def _null_fields(value, feature, path: str = ""):
+    from datasets import List
+
+    if value is None:
+        yield path
+    elif isinstance(feature, dict):
+        for name, sub in feature.items():
+            yield from _null_fields(value[name], sub, f"{path}.{name}" if path else name)
+    elif isinstance(feature, List):
+        for item in value:
+            yield from _null_fields(item, feature.feature, f"{path}[]")
+
+
+def test_two_runs_load_together_with_the_published_features(
+    runs, plain_local_run, shard_reader, monkeypatch, tmp_path
+):
+    """An SA-1B run (targets from SA-1B masks, mostly unlabelled) and a plain-image run (targets
+    from Grounded-SAM, labelled) in one ``load_dataset``: every field has one type in both runs."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    from datasets import load_dataset
+
+    from groundedit.features import record_features, shard_features
+
+    records = [
+        json.loads(m["json"]) for d in (runs["local"], plain_local_run) for m in shard_reader(d).values()
+    ]
+    assert {r["source"]["dataset"] for r in records} == {"sa1b", "images"}
+    assert {r["target"]["candidate_source"] for r in records} == {"sa1b", "grounded-sam"}
+    features = record_features()
+    for r in records:
+        assert set(_null_fields(r, features)) <= NULL_BY_STAGE, r["key"]
+        assert isinstance(r["target"]["label"], str)
+    urls = [str(p) for d in (runs["local"], plain_local_run) for p in sorted((d / "shards").glob("*.tar"))]
+    ds = load_dataset(
+        "webdataset",
+        data_files={"train": urls},
+        split="train",
+        features=shard_features(),
+        cache_dir=str(tmp_path),
+    )
+    assert len(ds) == len(records)
+    assert ds.features == shard_features()
+    assert ds[0]["src.jpg"].size == ds[0]["mask.png"].size
+    assert sorted(r["key"] for r in ds["json"]) == sorted(r["key"] for r in records)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -32,9 +34,17 @@ def test_cot_uses_the_papers_keys():
 def _export_doc(**over):
     doc = {
         "key": "sa_1",
-        "source": {"dataset": "sa1b", "image_id": "1", "file_name": "sa_1.jpg", "width": 10, "height": 10},
+        "source": {
+            "dataset": "sa1b",
+            "image_id": "1",
+            "file_name": "sa_1.jpg",
+            "width": 10,
+            "height": 10,
+            "original_width": 20,
+            "original_height": 20,
+        },
         "target": {
-            "label": None,
+            "label": "",
             "candidate_source": "sa1b",
             "box_xyxy": [1, 2, 3, 4],
             "box_1000": [[100, 200], [300, 400]],
@@ -43,6 +53,7 @@ def _export_doc(**over):
             "mask": "mask.png",
         },
         "tags": [],
+        "tags_zh": [],
         "edit_type": None,
         "instructions": None,
         "cot": None,
@@ -66,6 +77,10 @@ def test_export_record_is_strict():
     bad["target"]["box_xyxy"] = ["1", 2, 3, 4]
     with pytest.raises(ValidationError):
         ExportRecord.model_validate_json(json.dumps(bad))
+    unlabelled = _export_doc()
+    unlabelled["target"]["label"] = None  # a label is a string in every run ("" when none matched)
+    with pytest.raises(ValidationError, match="label"):
+        ExportRecord.model_validate_json(json.dumps(unlabelled))
 
 
 def test_reject_returns_a_marked_copy():
@@ -81,3 +96,36 @@ def test_reject_returns_a_marked_copy():
     assert s.rejection is None and r.rejection == Rejection(
         stage="select", reason="no_eligible_target", detail="none"
     )
+
+
+def test_export_record_carries_chinese_tags_index_for_index_or_none():
+    from groundedit.records import Source, Tag
+    from groundedit.stages.export import export_record
+
+    base = Sample.model_validate(
+        {
+            "key": "sa_1",
+            "source": Source(
+                dataset="sa1b", image_id="1", file_name="sa_1.jpg", width=10, height=10, image={"path": "/x"}
+            ),
+            "target": {
+                "id": "c0",
+                "source": "sa1b",
+                "box_xyxy": (1, 2, 3, 4),
+                "mask": {"size": (10, 10), "counts": "x"},
+                "area": 3,
+                "score": 0.9,
+            },
+        }
+    )
+    zh = base.model_copy(
+        update={"tags": [Tag(name="dog", score=0.9, name_zh="狗"), Tag(name="car", score=0.8, name_zh="车")]}
+    )
+    assert export_record(zh, ["json"]).tags_zh == ["狗", "车"]
+    en = base.model_copy(update={"tags": [Tag(name="dog", score=0.9), Tag(name="car", score=0.8)]})
+    record = export_record(en, ["json"])
+    assert record.tags == ["dog", "car"] and record.tags_zh == []
+    with pytest.raises(ValidationError):
+        ExportRecord.model_validate_json(
+            json.dumps({k: v for k, v in _export_doc().items() if k != "tags_zh"})
+        )

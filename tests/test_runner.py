@@ -105,3 +105,56 @@ def test_a_batch_retried_sample_by_sample_does_not_duplicate_artifacts(tmp_path:
 
     for s in read_rows(tmp_path / rec.file, Sample):
         assert read_blob(s.artifacts["paint.png"], tmp_path) == s.key.encode() * 8
+
+
+class Counted(Stage):
+    """Keeps every sample; counts setups."""
+
+    name = "counted"
+
+    def setup(self):
+        self.setups = getattr(self, "setups", 0) + 1
+
+    def process_batch(self, batch, io):
+        return batch
+
+
+def _unit(tmp_path: Path, uid: str) -> Unit:
+    write_rows(_samples(["a", "b"]), tmp_path / f"{uid}.parquet")
+    return Unit(id=uid, fingerprint="f", rows=2, input_file=tmp_path / f"{uid}.parquet")
+
+
+def test_setup_is_charged_to_the_first_unit_only(tmp_path: Path):
+    from groundedit.runner import setup_stage
+
+    stage = Counted(StageSpec(stage="counted", batch_size=2), RunContext(out=tmp_path, input=tmp_path))
+    setup_stage(stage)
+    assert stage.setups == 1 and stage.unbilled_setup_seconds >= 0
+    stage.unbilled_setup_seconds = 2.5  # as if loading models had taken 2.5 s
+    first = run_unit(stage, _unit(tmp_path, "u1"), "chain")
+    second = run_unit(stage, _unit(tmp_path, "u2"), "chain")
+    assert (first.setup_seconds, second.setup_seconds) == (2.5, 0.0)
+    assert first.device == second.device == "cpu"
+    assert first.gpu_seconds is None and second.gpu_seconds is None, "no GPU: no GPU-seconds"
+
+
+def test_gpu_seconds_count_the_gpus_the_worker_held(tmp_path: Path, monkeypatch):
+    from types import SimpleNamespace
+
+    # A model stage in a process where CUDA is available (a stand-in torch: no GPU needed here).
+    monkeypatch.setitem(
+        __import__("sys").modules, "torch", SimpleNamespace(cuda=SimpleNamespace(is_available=lambda: True))
+    )
+    ctx = RunContext(out=tmp_path, input=tmp_path)
+    spec = StageSpec(stage="counted", batch_size=2, models={"m": "x"}, resources={"cpus": 1, "gpus": 2})
+    stage = Counted(spec, ctx)
+    stage.unbilled_setup_seconds = 1.0
+    rec = run_unit(stage, _unit(tmp_path, "u1"), "chain")
+    assert rec.device == "cuda"
+    assert rec.gpu_seconds == pytest.approx((rec.seconds + 1.0) * 2, abs=2e-3)
+    one = Counted(StageSpec(stage="counted", batch_size=2, models={"m": "x"}), ctx)
+    rec = run_unit(one, _unit(tmp_path, "u2"), "chain")
+    assert rec.gpu_seconds == pytest.approx(rec.seconds, abs=2e-3), "a spec asking no GPU still used one"
+    free = Counted(StageSpec(stage="counted", batch_size=2), ctx)  # no models: never on the GPU
+    rec = run_unit(free, _unit(tmp_path, "u3"), "chain")
+    assert rec.device == "cpu" and rec.gpu_seconds is None

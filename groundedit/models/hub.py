@@ -8,8 +8,11 @@
 - a path that exists — used as is.
 - ``org/name`` — a Hugging Face repository id; ``hf://org/name/file`` — one file of one.
 
-:func:`missing_models` is the preflight check: before any work it lists every model that is
-neither local nor in the Hugging Face cache while the hub is unreachable, with how to get it.
+:func:`missing_requirements` is the preflight check: before any work it lists every model, file and
+package a run's stages will read (their :class:`Requirement` s) that cannot be had — a model neither
+local nor in the Hugging Face cache while the hub is unreachable, a file not on disk, a package not
+installed — each with the exact command that gets it (:func:`how_to_get`). ``groundedit doctor``
+shows the same requirements, found or not.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import importlib
 import inspect
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 TINY_PREFIX = "tiny://"
@@ -89,6 +93,23 @@ def resolve(ref: str) -> str:
     return ref
 
 
+def local_file(ref: str) -> Path | None:
+    """Where ``ref`` already lies on this machine (a local path, or a hub file in the cache), else None.
+
+    Tiny models count as not on disk: they are built on first use, not by a check.
+    """
+    if ref.startswith(TINY_PREFIX):
+        return None
+    if ref.startswith(HF_PREFIX):
+        from huggingface_hub import try_to_load_from_cache
+
+        org, name, filename = ref[len(HF_PREFIX) :].split("/", 2)
+        cached = try_to_load_from_cache(f"{org}/{name}", filename)
+        return Path(cached) if isinstance(cached, str) else None
+    path = Path(ref).expanduser()
+    return path if path.exists() else None
+
+
 def _in_hf_cache(ref: str) -> bool:
     try:
         from huggingface_hub import scan_cache_dir, try_to_load_from_cache
@@ -115,29 +136,102 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+# --- what a run needs, and how to get it ------------------------------------------------------
+
+# Where files that no Hugging Face repository holds come from: file name -> URL.
+KNOWN_SOURCES = {
+    # The TorchScript export of big-lama that IOPaint (lama-cleaner) publishes and loads with the same
+    # (image, mask) -> image call in [0, 1] that models/lama.py makes; ~196 MiB.
+    "big-lama.pt": "https://github.com/Sanster/models/releases/download/add_big_lama/big-lama.pt",
+}
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """Something a stage will read: a model ref (``kind="model"``), a local file, or a package.
+
+    ``fix`` is the command or step that gets it when it is missing (default: :func:`how_to_get`).
+    """
+
+    stage: str
+    role: str
+    ref: str
+    kind: str = "model"  # "model" | "file" | "package"
+    fix: str | None = None
+
+
+@dataclass(frozen=True)
+class Availability:
+    """``state``: tiny, local, cached, installed, downloadable (hub reachable, not cached), missing."""
+
+    state: str
+    detail: str
+    fix: str | None = None
+
+
+def is_hf_ref(ref: str) -> bool:
+    """A Hugging Face repo id (``org/name``) or one file of one (``hf://org/name/file``)."""
+    return ref.startswith(HF_PREFIX) or (
+        ref.count("/") == 1 and not ref.startswith((".", "/", "~")) and Path(ref).suffix not in WEIGHT_FILES
+    )
+
+
+def how_to_get(ref: str) -> str:
+    """The exact command (or step) that puts ``ref`` where a run will find it."""
+    if ref.startswith(HF_PREFIX):
+        org, name, filename = ref[len(HF_PREFIX) :].split("/", 2)
+        return f"hf download {org}/{name} {filename}"
+    if is_hf_ref(ref):
+        return f"hf download {ref}"
+    url = KNOWN_SOURCES.get(Path(ref).name)
+    if url:
+        return f"curl -L --create-dirs -o {Path(ref).expanduser().absolute()} {url}"
+    return "put it there, or point the stage spec at where it is"
+
+
+def availability(req: Requirement, hub_up: bool | None = None) -> Availability:
+    """Whether ``req`` can be had now. ``hub_up`` (None: probe only if needed) tells whether a model
+    missing from the Hugging Face cache can still be downloaded at run time."""
+    ref, fix = req.ref, req.fix
+    if req.kind == "package":
+        import importlib.util
+
+        if importlib.util.find_spec(ref) is not None:
+            return Availability("installed", "installed")
+        return Availability("missing", "not installed", fix or f"pip install {ref}")
+    if ref.startswith(TINY_PREFIX):
+        _builder(ref[len(TINY_PREFIX) :])  # unknown names fail here, before any work
+        return Availability("tiny", "tiny model, built on first use")
+    if Path(ref).expanduser().exists():
+        return Availability("local", "found")
+    if req.kind == "file" or not is_hf_ref(ref):
+        return Availability("missing", "local file not found", fix or how_to_get(ref))
+    if _in_hf_cache(ref):
+        return Availability("cached", "in the Hugging Face cache")
+    if hub_up is None:
+        hub_up = hub_reachable()
+    if hub_up:
+        return Availability("downloadable", "not cached; downloaded at run time", fix or how_to_get(ref))
+    return Availability("missing", "not in the Hugging Face cache; hub unreachable", fix or how_to_get(ref))
+
+
+def missing_requirements(reqs: list[Requirement]) -> list[str]:
+    """The preflight check: one line per requirement that cannot be had right now, with its fix.
+
+    The hub is probed only when some Hugging Face model is not in the cache.
+    """
+    lines, remote = [], []
+    for req in reqs:
+        state = availability(req, hub_up=False)
+        if state.state != "missing":
+            continue
+        entry = f"{req.stage}.{req.role}: {req.ref} ({state.detail}; `{state.fix}`)"
+        (remote if req.kind == "model" and is_hf_ref(req.ref) else lines).append(entry)
+    if remote and not hub_reachable():
+        lines += remote
+    return lines
+
+
 def missing_models(refs: list[tuple[str, str, str]]) -> list[str]:
-    """For ``(stage, role, ref)`` triples, one line per model that cannot be had right now."""
-    missing = []
-    looks_remote = []
-    for stage, role, ref in refs:
-        if ref.startswith(TINY_PREFIX):
-            _builder(ref[len(TINY_PREFIX) :])  # unknown names fail here, before any work
-            continue
-        if Path(ref).exists():
-            continue
-        is_hf = ref.startswith(HF_PREFIX) or (
-            ref.count("/") == 1
-            and not ref.startswith((".", "/", "~"))
-            and Path(ref).suffix not in WEIGHT_FILES
-        )
-        if not is_hf:
-            missing.append(f"{stage}.{role}: {ref} (local file not found)")
-        elif not _in_hf_cache(ref):
-            looks_remote.append((stage, role, ref))
-    if looks_remote and not hub_reachable():
-        for stage, role, ref in looks_remote:
-            hint = f"huggingface-cli download {ref}" if not ref.startswith(HF_PREFIX) else f"download {ref}"
-            missing.append(
-                f"{stage}.{role}: {ref} (not in the Hugging Face cache; hub unreachable; `{hint}`)"
-            )
-    return missing
+    """For ``(stage, role, ref)`` model triples, one line per model that cannot be had right now."""
+    return missing_requirements([Requirement(stage, role, ref) for stage, role, ref in refs])

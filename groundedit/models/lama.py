@@ -1,7 +1,10 @@
 """LaMa inpainting from the official TorchScript export (``big-lama.pt``).
 
-The export takes ``(image, mask)`` — image ``(N,3,H,W)`` in [0,1], mask ``(N,1,H,W)`` in {0,1} — and
-returns the inpainted image. Its convolutions downsample by 8, so inputs are padded (reflect) to a
+The file is the TorchScript export IOPaint (lama-cleaner) publishes as a release asset of
+github.com/Sanster/models (``add_big_lama/big-lama.pt``, ~196 MiB; the exact download command is
+``groundedit.models.hub.how_to_get``, shown by the preflight and ``groundedit doctor``). The export
+takes ``(image, mask)`` — image ``(N,3,H,W)`` in [0,1], mask ``(N,1,H,W)`` in {0,1} — and returns the
+inpainted image. Its convolutions downsample by 8, so inputs are padded (reflect) to a
 multiple of 8 and cropped back; the result is composited so pixels outside the mask are the input's,
 whatever the network does there.
 
@@ -43,9 +46,12 @@ class LamaInpainter:
 
         path = Path(path)
         if not path.is_file():
+            from groundedit.models.hub import how_to_get
+
             raise FileNotFoundError(
-                f"LaMa TorchScript {path} not found: download big-lama.pt (the TorchScript export of "
-                "the official big-lama checkpoint) and point stages/edit.yaml models.lama at it"
+                f"LaMa TorchScript {path} not found: get it with `{how_to_get(str(path))}` (the "
+                "TorchScript export of big-lama that IOPaint publishes), or point stages/edit.yaml "
+                "models.inpainter at your copy"
             )
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         with warnings.catch_warnings():  # TorchScript is deprecated, but it is the official format

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 from groundedit.specs import StageSpec
 from groundedit.tario import ArtifactPack
 
+if TYPE_CHECKING:
+    from groundedit.models.hub import Requirement
+
 
 class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -65,6 +68,8 @@ class BaseStage(ABC):
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = NoParams
     uses_seed: ClassVar[bool] = False
+    # Seconds ``setup()`` took that no unit record has been charged with yet (see runner.setup_stage).
+    unbilled_setup_seconds: float = 0.0
 
     def __init__(self, spec: StageSpec, ctx: RunContext):
         self.spec = spec
@@ -79,6 +84,13 @@ class BaseStage(ABC):
 
     def model_ids(self) -> list[str]:
         return list(self.spec.models.values())
+
+    def requirements(self) -> list[Requirement]:
+        """Every model, file and package ``setup`` will read: checked by the run's preflight before
+        any work, and listed by ``groundedit doctor``. Stages that read more than their models add it."""
+        from groundedit.models.hub import Requirement
+
+        return [Requirement(self.name, role, ref) for role, ref in self.spec.models.items()]
 
     def provenance(self, **extra) -> Provenance:
         return Provenance(

@@ -50,6 +50,15 @@ class ChatStage(Stage):
         # the prompt text the driver shipped with the spec, not whatever this worker's disk holds
         self.template = PromptTemplate.from_text(Path(self.spec.prompt).stem, self.spec.prompt_text())
 
+    def requirements(self):
+        """The model, plus vLLM itself when the spec asks for that backend (GPU machines only)."""
+        from groundedit.models.hub import Requirement
+
+        reqs = super().requirements()
+        if self.spec.backend == "vllm":
+            reqs.append(Requirement(self.name, "backend", "vllm", kind="package", fix="make install-gpu"))
+        return reqs
+
     def teardown(self) -> None:
         backend = getattr(self, "backend", None)
         if backend is not None and hasattr(backend, "teardown"):

@@ -64,6 +64,24 @@ class EditStage(Stage):
         self.editor = load_editor(self.spec.backend or "bagel", resolve(self.spec.model_ref("editor")))
         self.inpainter = load_inpainter("lama", resolve(self.spec.model_ref("inpainter")))
 
+    def requirements(self):
+        """The models, and inside a local Bagel folder each file the loader reads."""
+        from pathlib import Path
+
+        from groundedit.models.bagel.loading import REQUIRED_FILES
+        from groundedit.models.hub import Requirement
+
+        reqs = super().requirements()
+        folder = Path(self.spec.models["editor"]).expanduser()
+        if folder.is_dir():
+            fix = (
+                "copy it from the official folder (`hf download ByteDance-Seed/BAGEL-7B-MoT --local-dir DIR`)"
+            )
+            reqs += [
+                Requirement(self.name, f"editor/{f}", str(folder / f), "file", fix) for f in REQUIRED_FILES
+            ]
+        return reqs
+
     def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
         out: list[Sample | None] = [None] * len(batch)
         sources: dict[int, np.ndarray] = {}

@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from groundedit.commits import PartSample
-from groundedit.records import ExportRecord, Sample
+from groundedit.records import ExportRecord, Provenance, Sample
 from groundedit.stages.base import SinkStage
 from groundedit.tario import TarWriter, read_blob
 
@@ -47,14 +47,19 @@ def box_1000(
 
 def export_record(s: Sample, members: list[str]) -> ExportRecord:
     """The strict exported JSON of a kept sample."""
-    t = s.target
+    t, src = s.target, s.source
     box = tuple(int(v) for v in t.box_xyxy)
+    original_width, original_height = src.original_size or (src.width, src.height)
     return ExportRecord.model_validate(
         {
             "key": s.key,
-            "source": s.source.model_dump(include={"dataset", "image_id", "file_name", "width", "height"}),
+            "source": {
+                **src.model_dump(include={"dataset", "image_id", "file_name", "width", "height"}),
+                "original_width": original_width,
+                "original_height": original_height,
+            },
             "target": {
-                "label": t.label,
+                "label": t.label or "",
                 "candidate_source": t.source,
                 "box_xyxy": box,
                 "box_1000": box_1000(box, s.source.width, s.source.height),
@@ -62,15 +67,22 @@ def export_record(s: Sample, members: list[str]) -> ExportRecord:
                 "score": float(t.score),
             },
             "tags": [tag.name for tag in s.tags],
+            # All or nothing: a vocabulary either has a Chinese list or not.
+            "tags_zh": [tag.name_zh for tag in s.tags] if all(tag.name_zh for tag in s.tags) else [],
             "edit_type": s.edit_type,
             "instructions": s.instructions.model_dump() if s.instructions else None,
             "cot": s.cot.model_dump(by_alias=True) if s.cot else None,
             "scores": s.scores.model_dump(),
             "members": members,
-            "provenance": [p.model_dump() for p in s.provenance],
+            "provenance": [_provenance(p) for p in s.provenance],
         },
         strict=False,
     )
+
+
+def _provenance(p: Provenance) -> dict:
+    counts = [{"name": k, "count": v} for k, v in sorted((p.counts or {}).items())]
+    return {**p.model_dump(), "counts": counts}
 
 
 class ExportStage(SinkStage):

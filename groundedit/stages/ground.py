@@ -4,8 +4,10 @@ Prompts are the RAM++ tags, chunked under the text limit; boxes and phrases are 
 through class-agnostic NMS, mapped back to tags through token offsets, and segmented with one SAM
 call per image. Each kept object becomes a ``grounded-sam`` candidate whose box is the tight bound
 of its mask. With ``sa1b_iou_threshold`` set and SA-1B annotations present, an object whose detector
-box matches an SA-1B mask's box that well takes the SA-1B mask (often sharper). Dropped detections
-are counted by reason in the stage's provenance.
+box matches an SA-1B mask's box that well takes the SA-1B mask (often sharper), and the SA-1B
+candidate takes the object's tag as its label (the best-matching one when several match); SA-1B
+candidates no detection matched keep no label. Dropped detections are counted by reason in the
+stage's provenance.
 """
 
 from __future__ import annotations
@@ -69,31 +71,37 @@ class GroundStage(Stage):
         results = self.grounder.ground(images, tags) if images else []
         for i, res in zip(where, results, strict=True):
             s = batch[i]
-            found, matched = self._candidates(s, res.objects)
+            known, found, matched = self._candidates(s, res.objects)
             counts = Counter(res.dropped)
             if matched:
                 counts["sa1b_mask_used"] = matched
             prov = self.provenance(counts=dict(counts))
             out[i] = s.model_copy(
-                update={"candidates": [*s.candidates, *found], "provenance": [*s.provenance, prov]}
+                update={"candidates": [*known, *found], "provenance": [*s.provenance, prov]}
             )
         return out
 
-    def _candidates(self, s: Sample, objects) -> tuple[list[Candidate], int]:
+    def _candidates(self, s: Sample, objects) -> tuple[list[Candidate], list[Candidate], int]:
+        """(the sample's candidates with matched SA-1B ones labelled, the new candidates, matches)."""
         from groundedit.models.perception.nms import box_iou
 
-        sa1b = [c for c in s.candidates if c.source == "sa1b"]
+        known = list(s.candidates)
+        sa1b = [i for i, c in enumerate(known) if c.source == "sa1b"]
         thr = self.params.sa1b_iou_threshold
         ious = None
         if thr is not None and sa1b and objects:
             ious = box_iou(
-                np.array([o.detector_box_xyxy for o in objects]), np.array([c.box_xyxy for c in sa1b])
+                np.array([o.detector_box_xyxy for o in objects]), np.array([known[i].box_xyxy for i in sa1b])
             )
         found, matched = [], 0
+        best: dict[int, tuple[float, str]] = {}  # SA-1B candidate index -> (IoU, label) of its best match
         for k, obj in enumerate(objects):
             j = int(ious[k].argmax()) if ious is not None else -1
             if j >= 0 and ious[k, j] >= thr:
-                rle, box, area, matched = sa1b[j].mask, sa1b[j].box_xyxy, sa1b[j].area, matched + 1
+                c = known[sa1b[j]]
+                rle, box, area, matched = c.mask, c.box_xyxy, c.area, matched + 1
+                if ious[k, j] > best.get(j, (-1.0, ""))[0]:
+                    best[j] = (float(ious[k, j]), obj.label)
             else:
                 rle = masks.encode(obj.mask)
                 box, area = masks.bbox_of(obj.mask), int(obj.mask.sum())
@@ -110,4 +118,6 @@ class GroundStage(Stage):
                     predicted_iou=round(float(obj.mask_score), 4),
                 )
             )
-        return found, matched
+        for j, (_, label) in best.items():
+            known[sa1b[j]] = known[sa1b[j]].model_copy(update={"label": label})
+        return known, found, matched

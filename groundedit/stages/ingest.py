@@ -5,6 +5,11 @@ that needs them, which also reports truncated or undecodable files. SA-1B annota
 and checked against the image, and their masks moved into the displayed (EXIF-oriented) frame.
 The digest of every input file it reads is recorded in the sample, so later stages can tell when
 an input changed under the run.
+
+With ``max_side`` set, an image whose longer side is larger is not rejected but downscaled: the
+sample's ``source.width``/``height`` become the scaled size (``original_size`` keeps the file's),
+every stage decodes the file to that size (``pixels.source_image``), and SA-1B masks are scaled here
+to match.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pycocotools import mask as mask_utils
 from pydantic import BaseModel, ConfigDict, Field
 
 from groundedit import masks
-from groundedit.imaging import SampleError, exif_orientation, open_image, oriented_size
+from groundedit.imaging import SampleError, exif_orientation, fit_within, open_image, oriented_size
 from groundedit.records import RLE, BlobRef, Candidate, Sample, Source, SourceEntry
 from groundedit.scan import KeyIndex, iter_units
 from groundedit.stages.base import SourceStage, UnitIO
@@ -27,7 +32,10 @@ from groundedit.tario import blob_digest, read_blob
 class IngestParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     unit_size: int = Field(256, ge=1, description="images per unit (the grain of resume and parallelism)")
-    max_pixels: int = Field(40_000_000, ge=1, description="reject images with more decoded pixels")
+    max_pixels: int = Field(40_000_000, ge=1, description="reject files with more pixels (a decode-cost cap)")
+    max_side: int | None = Field(
+        None, ge=16, description="downscale images whose longer side is larger to this side (None: keep size)"
+    )
     min_side: int = Field(16, ge=1, description="reject images with a shorter side")
     max_annotation_bytes: int = Field(64 << 20, ge=1, description="reject larger annotation JSON files")
 
@@ -68,26 +76,28 @@ class IngestStage(SourceStage):
         entry = entry.model_copy(update={"image": _with_digest(entry.image, data)})
         im = open_image(data, self.params.max_pixels)
         orientation = exif_orientation(im)
-        width, height = oriented_size(im)
+        shown = oriented_size(im)
+        width, height = fit_within(shown, self.params.max_side)
         if min(width, height) < self.params.min_side:
             raise SampleError("image_too_small", f"{width}x{height} < {self.params.min_side} px")
         image_id = entry.key
         candidates: list[Candidate] = []
         if entry.annotation is not None:
-            image_id, candidates = self._annotations(entry, im.size, (width, height), orientation)
+            image_id, candidates = self._annotations(entry, im.size, shown, orientation, (width, height))
         source = Source(
             dataset=entry.dataset,
             image_id=image_id,
             file_name=entry.file_name,
             width=width,
             height=height,
+            original_size=shown if shown != (width, height) else None,
             orientation=orientation,
             image=entry.image,
             annotation=entry.annotation,
         )
         return Sample(key=entry.key, source=source, candidates=candidates, provenance=[self.provenance()])
 
-    def _annotations(self, entry, raw_size, shown_size, orientation) -> tuple[str, list[Candidate]]:
+    def _annotations(self, entry, raw_size, shown_size, orientation, size) -> tuple[str, list[Candidate]]:
         if entry.annotation.size is not None and entry.annotation.size > self.params.max_annotation_bytes:
             raise SampleError("annotation_too_large", f"{entry.annotation.size} bytes")
         data = read_blob(entry.annotation)
@@ -116,9 +126,13 @@ class IngestStage(SourceStage):
                 f"annotation says {declared[0]}x{declared[1]}, image is {raw_size}",
             )
         image_id = str(info.get("image_id", entry.key))
-        return image_id, self._candidates(doc["annotations"], declared, to_apply)
+        return image_id, self._candidates(doc["annotations"], declared, to_apply, size)
 
-    def _candidates(self, anns: list, declared: tuple[int, int], orientation: int) -> list[Candidate]:
+    def _candidates(
+        self, anns: list, declared: tuple[int, int], orientation: int, size: tuple[int, int]
+    ) -> list[Candidate]:
+        """Candidates from SA-1B annotations drawn on a ``declared`` raster, moved into the displayed
+        frame (``orientation``) and scaled to ``size`` (width, height)."""
         rles: list[RLE] = []
         kept: list[dict] = []
         for i, ann in enumerate(anns):
@@ -130,8 +144,12 @@ class IngestStage(SourceStage):
                     "rle_size_mismatch",
                     f"annotation {ann.get('id', i)}: mask {rle.size[1]}x{rle.size[0]}, image {declared[0]}x{declared[1]}",
                 )
-            if orientation != 1:
-                rle = masks.encode(masks.apply_orientation(masks.decode(rle), orientation))
+            if orientation != 1 or rle.size != (size[1], size[0]):
+                masks.check_rle(rle)  # pycocotools decodes corrupt counts past its buffer
+                m = masks.apply_orientation(masks.decode(rle), orientation)
+                if m.shape != (size[1], size[0]):
+                    m = masks.resize(m, size)
+                rle = masks.encode(m)
             rles.append(rle)
             kept.append(ann)
         if not rles:

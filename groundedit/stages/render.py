@@ -1,7 +1,8 @@
 """render: decode the source once and write the images a sample exports.
 
-Per sample, into the unit's artifact tar: ``src.jpg`` (the source, EXIF-oriented, as 8-bit RGB),
-``grounded.jpg`` (the target under a red mask at 50% opacity plus its red box) and ``mask.png``.
+Per sample, into the unit's artifact tar: ``src.jpg`` (the source, EXIF-oriented, at the size ingest
+recorded, as 8-bit RGB), ``grounded.jpg`` (the target under a red mask at 50% opacity plus its red
+box) and ``mask.png``.
 Both JPEGs are encoded with the same fixed settings from the same pixels, so they decode to equal
 pixels outside the box (up to the JPEG blocks the box touches).
 """
@@ -12,11 +13,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from groundedit import masks
-from groundedit.imaging import SampleError, decode_image, encode_jpeg, encode_mask_png
+from groundedit.imaging import SampleError, encode_jpeg, encode_mask_png
 from groundedit.overlay import MASK_OPACITY, draw_grounding
+from groundedit.pixels import source_image
 from groundedit.records import Sample
 from groundedit.stages.base import Stage, UnitIO
-from groundedit.tario import read_blob
 
 
 class RenderParams(BaseModel):
@@ -39,12 +40,7 @@ class RenderStage(Stage):
         return out
 
     def _render(self, s: Sample, io: UnitIO) -> Sample:
-        src = s.source
-        image = decode_image(read_blob(src.image), max_pixels=src.width * src.height)
-        if image.size != (src.width, src.height):
-            raise SampleError(
-                "image_size_changed", f"decoded {image.size}, ingest saw {src.width}x{src.height}"
-            )
+        image = source_image(s)
         q = self.params.jpeg_quality
         src_jpg = encode_jpeg(image, q)
         mask = masks.decode(s.target.mask)

@@ -1,23 +1,33 @@
 """saliency: drop targets that are too easy to find or badly segmented.
 
 The VLM sees the photo with the target under a red mask (50% opacity) and answers 1 (keep) or 0.
+The verdict is recorded in ``scores.saliency_keep``; with ``drop_salient`` off (the tiny profile,
+whose random VLM answers at random) a 0 is recorded and exported, and the sample is kept.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
+from pydantic import Field
 
 from groundedit.imaging import SampleError
 from groundedit.overlay import draw_mask
 from groundedit.pixels import source_image, target_mask
 from groundedit.records import Sample
 from groundedit.stages.base import UnitIO
-from groundedit.stages.chat_stage import ChatStage
+from groundedit.stages.chat_stage import ChatParams, ChatStage
+
+
+class SaliencyParams(ChatParams):
+    drop_salient: bool = Field(
+        True, description="drop targets the VLM answers 0 for; false records the verdict and keeps them"
+    )
 
 
 class SaliencyFilter(ChatStage):
     name = "saliency"
+    Params = SaliencyParams
 
     def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
         from groundedit.models.chat import SaliencyAnswer, ask_validated, saliency_request
@@ -40,9 +50,10 @@ class SaliencyFilter(ChatStage):
                 continue
             keep = res.value.keep
             s = self.answered(s, res, {"scores": s.scores.model_copy(update={"saliency_keep": int(keep)})})
+            drop = not keep and self.params.drop_salient
             out[i] = (
-                s
-                if keep
-                else s.reject(self.name, "salient_or_poorly_masked", "the VLM answered 0", raw=res.raw)
+                s.reject(self.name, "salient_or_poorly_masked", "the VLM answered 0", raw=res.raw)
+                if drop
+                else s
             )
         return out

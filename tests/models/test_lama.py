@@ -23,5 +23,10 @@ def test_output_size_equals_input_size(lama, h, w):
 
 
 def test_missing_checkpoint_says_how_to_get_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="big-lama"):
-        LamaInpainter.from_pretrained(tmp_path / "nope.pt")
+    from groundedit.models.hub import KNOWN_SOURCES
+
+    with pytest.raises(FileNotFoundError, match="big-lama") as err:
+        LamaInpainter.from_pretrained(tmp_path / "big-lama.pt")
+    message = str(err.value)
+    assert f"curl -L --create-dirs -o {tmp_path / 'big-lama.pt'} {KNOWN_SOURCES['big-lama.pt']}" in message
+    assert "models.inpainter" in message and "models.lama" not in message

@@ -102,3 +102,21 @@ def test_feather_wider_than_margin_is_a_spec_error():
 
     with pytest.raises(ValidationError, match="feather"):
         EditStage.Params(feather=40, min_margin=8)
+
+
+def test_preflight_names_the_files_missing_from_a_local_bagel_folder(tmp_path):
+    from groundedit.models.hub import missing_requirements
+    from groundedit.specs import load_spec
+    from groundedit.stages import RunContext
+    from groundedit.stages.edit import EditStage
+
+    (tmp_path / "llm_config.json").write_text("{}")
+    spec = load_spec("edit", "tiny")
+    spec = spec.model_copy(update={"models": {**spec.models, "editor": str(tmp_path)}})
+    lines = missing_requirements(EditStage(spec, RunContext(out=tmp_path, input=tmp_path)).requirements())
+    assert [line.split(":")[0] for line in lines] == [
+        "edit.editor/vit_config.json",
+        "edit.editor/ema.safetensors",
+        "edit.editor/ae.safetensors",
+    ]
+    assert all("hf download ByteDance-Seed/BAGEL-7B-MoT --local-dir DIR" in line for line in lines)

@@ -37,12 +37,13 @@ def tagged(ingested):
 
 
 def test_tags_are_well_formed(tagged):
-    from groundedit.models.perception.tiny import TINY_TAGS
+    from groundedit.models.perception.tiny import TINY_TAGS, TINY_TAGS_CHINESE
 
     _, samples = tagged
     for s in samples:
         assert s.rejection is None and s.tags, "the tiny thresholds always pass some tags"
         assert all(t.name in TINY_TAGS and 0 <= t.score <= 1 for t in s.tags)
+        assert all(t.name_zh == TINY_TAGS_CHINESE[TINY_TAGS.index(t.name)] for t in s.tags)
         assert [t.score for t in s.tags] == sorted((t.score for t in s.tags), reverse=True)
         assert s.provenance[-1].stage == "tag" and s.provenance[-1].models == ["tiny://ram_plus"]
     assert len({tuple(t.name for t in s.tags) for s in samples}) >= 1
@@ -66,6 +67,7 @@ def test_ground_candidates_are_consistent_and_deterministic(tagged):
             assert c.label in tags and c.area == m.sum()
         counts = s.provenance[-1].counts
         assert counts is not None and all(v > 0 for v in counts.values())
+        assert all(c.label is None for c in s.candidates if c.source == "sa1b"), "no match, no label"
     assert n_grounded > 0
 
 
@@ -77,6 +79,10 @@ def test_sa1b_masks_replace_grounded_ones_when_boxes_match(tagged):
         sa1b = {c.mask.counts for c in s.candidates if c.source == "sa1b"}
         gs = [c for c in s.candidates if c.source == "grounded-sam"]
         used += sum(c.mask.counts in sa1b for c in gs)
+        # an SA-1B mask a detection took is labelled with (one of) the tags of the detections that took it
+        for c in (c for c in s.candidates if c.source == "sa1b"):
+            takers = {g.label for g in gs if g.mask.counts == c.mask.counts}
+            assert (c.label in takers) if takers else c.label is None
         if gs:
             assert s.provenance[-1].counts.get("sa1b_mask_used", 0) == sum(c.mask.counts in sa1b for c in gs)
     assert used > 0

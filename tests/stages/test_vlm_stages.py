@@ -70,8 +70,9 @@ def selected(sa1b_input, tmp_path_factory, run_pipeline):
     return out, samples
 
 
-def _stage(cls, out, backend):
+def _stage(cls, out, backend, **params):
     spec = load_spec(cls.name, "tiny")
+    spec = spec.model_copy(update={"params": {**spec.params, **params}})
     stage = cls(spec, RunContext(out=out, input=out, seed=0, profile="tiny"))
     stage.backend, stage.template = backend, load_prompt(spec.prompt)
     return stage
@@ -85,7 +86,7 @@ def _red_box_outline(img: np.ndarray, box) -> bool:
 def test_saliency_sees_the_red_mask_and_keeps_ones(selected):
     out, samples = selected
     backend = ScriptedBackend(script=['{"answer":1}', '{"answer":0}'])
-    results = _stage(SaliencyFilter, out, backend).process_batch(samples[:4], io=None)
+    results = _stage(SaliencyFilter, out, backend, drop_salient=True).process_batch(samples[:4], io=None)
     img = np.asarray(backend.requests[0].images[0]).astype(int)
     from groundedit import masks
 
@@ -95,6 +96,18 @@ def test_saliency_sees_the_red_mask_and_keeps_ones(selected):
     assert [r.rejection is None for r in results] == [True, False, True, False]
     assert results[1].rejection.reason == "salient_or_poorly_masked" and results[0].scores.saliency_keep == 1
     assert results[0].provenance[-1].sampling["seed"] == backend.requests[0].sampling.seed
+
+
+def test_saliency_without_dropping_records_the_verdict(selected):
+    """The tiny profile's setting: a 0 is recorded, the sample is kept."""
+    out, samples = selected
+    assert load_spec("saliency", "tiny").params["drop_salient"] is False
+    assert load_spec("saliency", "paper").params["drop_salient"] is True
+    backend = ScriptedBackend(script=['{"answer":1}', '{"answer":0}'])
+    results = _stage(SaliencyFilter, out, backend).process_batch(samples[:2], io=None)
+    assert [r.rejection for r in results] == [None, None]
+    assert [r.scores.saliency_keep for r in results] == [1, 0]
+    assert all(r.provenance[-1].stage == "saliency" for r in results)
 
 
 @pytest.mark.parametrize(
@@ -180,9 +193,8 @@ def test_qc_sees_two_boxed_images_and_applies_thresholds(selected, tmp_path):
         '{"RegionEditAccuracy":6.0,"SeamlessQuality":3.0}',
     )
     backend = ScriptedBackend(script=[low, bad, bad, bad])  # second sample: three tries, all out of range
-    low, out_of_range = _stage(QualityJudge, out, backend).process_batch(
-        [s, s.model_copy(update={"key": "b"})], None
-    )
+    judge = _stage(QualityJudge, out, backend, min_region_edit_accuracy=3.5, min_seamless_quality=3.5)
+    low, out_of_range = judge.process_batch([s, s.model_copy(update={"key": "b"})], None)
     assert low.rejection.reason == "qc_below_threshold" and low.scores.region_edit_accuracy == 4.5
     assert out_of_range.rejection.reason == "out_of_range"
     req = backend.requests[0]

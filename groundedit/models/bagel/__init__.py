@@ -7,7 +7,9 @@ Editing (the edit stage, benchmarks)::
     editor = BagelEditor.from_pretrained("path/to/BAGEL-7B-MoT")  # or a hub id; CUDA + bf16 if present
     [out] = editor.edit([image], ["make the car blue"], seed=0)   # 50 steps, CFG text 4 / image 2
 
-``edit`` takes lists: edits of different sizes run together (``batch_size`` per forward). A folder in the
+``edit`` takes lists: edits of different sizes run together (``batch_size`` per forward). A checkpoint
+fine-tuned by ``groundedit train`` also edits with reasoning: ``ReasoningEditor(editor, system_prompt)``
+writes the textual grounding, draws the grounded image, writes the editing description, then edits. A folder in the
 official layout holds ``llm_config.json``, ``vit_config.json``, ``ema.safetensors``, ``ae.safetensors`` and
 the tokenizer; :func:`write_tiny_bagel` writes a tiny random one for tests and the ``tiny`` profile.
 
@@ -31,6 +33,9 @@ Training (one pass gives the losses, hidden states and ViT features)::
 ``hidden_states[k]`` is the residual stream after k decoder layers (k = 0: input embeddings, k = L: before
 the final norms); ``final_hidden`` is after the final norms. Noise and undrawn timesteps come from the
 ``generator`` argument; pass ``latents=`` instead of ``vae=`` to reuse encoded images.
+``SequencePacker(..., vae_batching="padded")`` encodes a pack's VAE images zero-padded as one batch, as the
+official trainer does (``per_image``, the default, encodes each alone; see ``Bagel.encode_images``).
+The fine-tuning loop itself (sequences, grounding losses, checkpoints) is ``groundedit.train``.
 """
 
 from .config import BagelConfig, LLMConfig, ResizeRule, VAEConfig, ViTConfig
@@ -40,6 +45,7 @@ from .inference import BagelEditor, EditResult
 from .loading import CheckpointError, LoadedBagel, load_bagel, save_bagel
 from .model import Bagel, BagelOutput
 from .packing import PackedBatch, SequencePacker, Span, SpecialTokens
+from .reasoning import ReasoningEditor, ReasoningResult
 from .tiny import tiny_config, write_tiny_bagel
 from .vae import FluxVAE
 
@@ -56,6 +62,8 @@ __all__ = [
     "LLMConfig",
     "LoadedBagel",
     "PackedBatch",
+    "ReasoningEditor",
+    "ReasoningResult",
     "ResizeRule",
     "SequencePacker",
     "Span",

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 EXTRA_CONFIG_FILE = "groundedit_bagel.json"
+# The official code sizes ``vit_pos_embed`` with a hard-coded ``vit_max_num_patch_per_side=70`` rather
+# than from ``vit_config.json``; we size it from the config, so the two must agree (980 px / 14).
+OFFICIAL_VIT_PATCHES_PER_SIDE = 70
 
 
 def _pick(cls: type, data: dict[str, Any]) -> dict[str, Any]:
@@ -198,16 +201,30 @@ class BagelConfig:
             "vae_image": dataclasses.asdict(self.vae_image),
             "vit_image": dataclasses.asdict(self.vit_image),
             "train_timestep_shift": self.train_timestep_shift,
+            "vit_max_patches_per_side": self.vit.max_patches_per_side,
         }
 
     @classmethod
     def from_parts(
         cls, llm: dict[str, Any], vit: dict[str, Any], vae: VAEConfig, extra: dict[str, Any] | None = None
     ) -> BagelConfig:
+        official = extra is None
         extra = dict(extra or {})
         for key in ("vae_image", "vit_image"):
             if key in extra:
                 extra[key] = ResizeRule(**extra[key])
-        return cls(
-            llm=LLMConfig.from_json_dict(llm), vit=ViTConfig.from_json_dict(vit), vae=vae, **_pick(cls, extra)
-        )
+        vit_config = ViTConfig.from_json_dict(vit)
+        # Without our extra file the folder is the official release, read by code that hard-codes 70;
+        # our own folders declare their size (folders written before that declared nothing: trusted).
+        if official:
+            expected = OFFICIAL_VIT_PATCHES_PER_SIDE
+        else:
+            expected = extra.get("vit_max_patches_per_side", vit_config.max_patches_per_side)
+        if vit_config.max_patches_per_side != expected:
+            raise ValueError(
+                f"vit_config.json: image_size {vit_config.image_size} / patch_size {vit_config.patch_size} "
+                f"gives {vit_config.max_patches_per_side} ViT patches per side, but the checkpoint's "
+                f"vit_pos_embed is made for {expected} (official Bagel: vit_max_num_patch_per_side=70); "
+                f"set image_size to {expected * vit_config.patch_size} in vit_config.json"
+            )
+        return cls(llm=LLMConfig.from_json_dict(llm), vit=vit_config, vae=vae, **_pick(cls, extra))

@@ -74,9 +74,13 @@ class BagelEditor:
         think: bool = False,
         max_think_tokens: int = 1000,
         think_prompt: str = THINK_PROMPT,
+        system_prompt: str | None = None,
         batch_size: int = 8,
     ) -> list[EditResult]:
         """Edit each image by its instruction; up to ``batch_size`` edits share every forward.
+
+        ``system_prompt`` opens every context when given (a fine-tuned model's own prompt); otherwise think
+        mode opens with ``think_prompt`` and a plain edit with nothing, as the official inferencer does.
 
         Edit i draws its randomness from a generator seeded with ``seed + i`` (VAE posterior sample, then
         the starting noise), or with ``seed[i]`` when ``seed`` is a list, so an edit's result does not
@@ -102,7 +106,8 @@ class BagelEditor:
                 steps,
                 timestep_shift,
                 guidance,
-                think_prompt if think else None,
+                system_prompt if system_prompt is not None else (think_prompt if think else None),
+                think,
                 max_think_tokens,
             )
         return results
@@ -117,12 +122,12 @@ class BagelEditor:
         ]
         return extend(self.model, contexts, splits)
 
-    def _contexts(self, latents, vit_inputs, instructions, think_prompt):
+    def _contexts(self, latents, vit_inputs, instructions, prompt):
         """The three contexts of each edit: full, without the instruction, without the image."""
         model, tok, n = self.model, self.tokens, len(latents)
         full = [Context.empty(model)] * n
-        if think_prompt is not None:
-            full = self._append_text(full[:1], [think_prompt]) * n
+        if prompt is not None:
+            full = self._append_text(full[:1], [prompt]) * n
         no_image = full
         full = extend(
             model, full, [vae_split(model, z, tok, c.rope) for z, c in zip(latents, full, strict=True)]
@@ -134,7 +139,7 @@ class BagelEditor:
         both = self._append_text(full + no_image, instructions * 2)
         return both[:n], no_text, both[n:]
 
-    def _edit_batch(self, images, instructions, seeds, steps, shift, guidance, think_prompt, max_think):
+    def _edit_batch(self, images, instructions, seeds, steps, shift, guidance, prompt, think, max_think):
         model, cfg, dev = self.model, self.config, self.model.device
         sources = [to_rgb(im) for im in images]
         vae_images = [resize(im, cfg.vae_image) for im in sources]
@@ -145,9 +150,9 @@ class BagelEditor:
             self.vae.encode(to_tensor(im)[None].to(dev, self.vae.dtype), generator=g)[0]
             for im, g in zip(vae_images, generators, strict=True)
         ]
-        full, no_text, no_image = self._contexts(latents, vit_inputs, instructions, think_prompt)
+        full, no_text, no_image = self._contexts(latents, vit_inputs, instructions, prompt)
         thoughts: list[str | None] = [None] * len(images)
-        if think_prompt is not None:
+        if think:
             plans = generate_text(model, full, self.tokens, max_think)
             thoughts = [self.tokenizer.decode(ids) for ids in plans]
             full = self._append_text(full, thoughts)

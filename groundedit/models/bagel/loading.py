@@ -60,7 +60,7 @@ def resolve_folder(path_or_id: str | Path) -> Path:
     except Exception as exc:
         raise CheckpointError(
             f"could not fetch {path_or_id!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). "
-            f"Download it where the hub is reachable (huggingface-cli download {path_or_id} --local-dir DIR) "
+            f"Download it where the hub is reachable (`hf download {path_or_id} --local-dir DIR`) "
             "and pass DIR, or use the tiny profile."
         ) from exc
 

@@ -125,13 +125,31 @@ class Bagel(nn.Module):
     # -- training pass ----------------------------------------------------------------------------------
 
     def encode_images(
-        self, vae: FluxVAE, images: list[Tensor], generator: torch.Generator | None = None
+        self,
+        vae: FluxVAE,
+        images: list[Tensor],
+        generator: torch.Generator | None = None,
+        batching: str = "per_image",
     ) -> list[Tensor]:
-        """VAE latents of each image, encoded one by one (padding would leak into the borders)."""
+        """VAE latents of images [3, H, W].
+
+        ``per_image`` encodes each image alone. ``padded`` reproduces the official trainer: all images
+        zero-padded bottom-right to the largest height and width and encoded as one batch; each latent then
+        keeps the padded size (the forward crops it to the image's grid). The padding reaches into the
+        latents near the right and bottom edges and, through the VAE's attention block, everywhere.
+        """
         with torch.no_grad():
-            return [
-                vae.encode(img[None].to(self.device, vae.dtype), generator=generator)[0] for img in images
-            ]
+            if batching == "per_image":
+                return [
+                    vae.encode(img[None].to(self.device, vae.dtype), generator=generator)[0] for img in images
+                ]
+            if batching != "padded":
+                raise ValueError(f"unknown VAE batching {batching!r}")
+            height, width = max(i.shape[1] for i in images), max(i.shape[2] for i in images)
+            padded = images[0].new_zeros((len(images), 3, height, width))
+            for k, img in enumerate(images):
+                padded[k, :, : img.shape[1], : img.shape[2]] = img
+            return list(vae.encode(padded.to(self.device, vae.dtype), generator=generator))
 
     def forward(
         self,
@@ -162,7 +180,7 @@ class Bagel(nn.Module):
             if latents is None:
                 if vae is None:
                     raise ValueError("the batch has VAE images: pass vae= or latents=")
-                latents = self.encode_images(vae, batch.vae_images, generator)
+                latents = self.encode_images(vae, batch.vae_images, generator, batch.vae_batching)
             clean = self.latent_tokens(latents, batch.latent_grids).float()
             counts = [h * w for h, w in batch.latent_grids]
             t = self._token_timesteps(batch.timesteps, counts, generator).to(dev)

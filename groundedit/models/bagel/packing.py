@@ -79,6 +79,7 @@ class PackedBatch:
     spans: list[Span] = field(default_factory=list)
     split_lens: list[list[int]] = field(default_factory=list)
     attn_modes: list[list[str]] = field(default_factory=list)
+    vae_batching: str = "per_image"  # how Bagel.forward encodes vae_images (see Bagel.encode_images)
 
     def to(self, device: torch.device | str) -> PackedBatch:
         def move(v):
@@ -112,11 +113,20 @@ def sample_mask(split_lens: list[int], modes: list[str]) -> Tensor:
     return mask
 
 
-class SequencePacker:
-    """Builds a :class:`PackedBatch` split by split; call :meth:`end_sample` after each sample."""
+VAE_BATCHING = ("per_image", "padded")
 
-    def __init__(self, config: BagelConfig, tokens: SpecialTokens) -> None:
-        self.cfg, self.tok = config, tokens
+
+class SequencePacker:
+    """Builds a :class:`PackedBatch` split by split; call :meth:`end_sample` after each sample.
+
+    ``vae_batching`` says how the pack's VAE images are encoded: ``per_image`` (each alone) or ``padded``
+    (zero-padded to the largest, one batch: the official trainer's way; padding leaks into the latents).
+    """
+
+    def __init__(self, config: BagelConfig, tokens: SpecialTokens, vae_batching: str = "per_image") -> None:
+        if vae_batching not in VAE_BATCHING:
+            raise ValueError(f"vae_batching must be one of {VAE_BATCHING}, not {vae_batching!r}")
+        self.cfg, self.tok, self.vae_batching = config, tokens, vae_batching
         self._pos: list[int] = []
         self._text_ids: list[int] = []
         self._text_index: list[int] = []
@@ -234,6 +244,7 @@ class SequencePacker:
             spans=self._spans,
             split_lens=self._all_lens,
             attn_modes=self._all_modes,
+            vae_batching=self.vae_batching,
         )
         if self._vit:
             batch.vit_patches = torch.cat([v[0] for v in self._vit])

@@ -18,6 +18,7 @@ Typical use in a stage::
 from groundedit.models.chat.answers import (
     EDIT_TYPES,
     ChainOfThought,
+    EditScoreAnswer,
     EditType,
     InstructionAnswer,
     QCAnswer,
@@ -34,6 +35,7 @@ from groundedit.models.chat.request import ChatRequest, OutputConstraint, Sampli
 from groundedit.models.chat.tasks import (
     TASK_ANSWERS,
     instruct_request,
+    judge_request,
     qc_request,
     rewrite_request,
     saliency_request,
@@ -51,6 +53,7 @@ __all__ = [
     "ChainOfThought",
     "ChatBackend",
     "ChatRequest",
+    "EditScoreAnswer",
     "EditType",
     "Failure",
     "FailureReason",
@@ -67,6 +70,7 @@ __all__ = [
     "ask_validated",
     "attempt_seed",
     "instruct_request",
+    "judge_request",
     "load_prompt",
     "make_backend",
     "mentions_marking",

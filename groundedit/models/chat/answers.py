@@ -139,6 +139,12 @@ class QCAnswer(JsonAnswer):
     seamless_quality: float = Field(alias="SeamlessQuality", ge=1.0, le=5.0, strict=True)
 
 
+class EditScoreAnswer(JsonAnswer):
+    """The edit judge's overall score (ES), an integer from 1 (failed) to 5 (exactly as asked)."""
+
+    edit_score: int = Field(alias="EditScore", ge=1, le=5, strict=True)
+
+
 class RewriteAnswer(BaseModel):
     """A paraphrased instruction: one non-empty line of plain text."""
 

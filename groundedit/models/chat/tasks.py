@@ -1,4 +1,4 @@
-"""The four VLM tasks as request builders: prompt + images + fields -> :class:`ChatRequest`.
+"""The VLM tasks (four pipeline stages and the eval judge) as request builders: prompt + images + fields -> :class:`ChatRequest`.
 
 The caller draws the overlays (red mask for saliency, red box for instruct and qc) and passes the
 finished images; these functions only fill the prompt, attach the images in the order the prompt
@@ -11,6 +11,7 @@ from __future__ import annotations
 from PIL import Image
 
 from groundedit.models.chat.answers import (
+    EditScoreAnswer,
     InstructionAnswer,
     QCAnswer,
     RewriteAnswer,
@@ -30,6 +31,7 @@ TASK_ANSWERS = {
     "instruct": InstructionAnswer,
     "rewrite": RewriteAnswer,
     "qc": QCAnswer,
+    "judge": EditScoreAnswer,
 }
 
 
@@ -90,3 +92,17 @@ def qc_request(
     """Ask for the two 1.0-5.0 scores of an edit; the original image goes first, as the prompt says."""
     images = [original_boxed, edited_boxed]
     return _request(template, images, sampling, QCAnswer.constraint(NO_FREE_TEXT), instruction=instruction)
+
+
+def judge_request(
+    template: PromptTemplate,
+    original_boxed: Image.Image,
+    edited_boxed: Image.Image,
+    instruction: str,
+    sampling: Sampling,
+) -> ChatRequest:
+    """Ask ``groundedit eval``'s judge for the 1-5 editing score (ES); before-image first."""
+    images = [original_boxed, edited_boxed]
+    return _request(
+        template, images, sampling, EditScoreAnswer.constraint(NO_FREE_TEXT), instruction=instruction
+    )

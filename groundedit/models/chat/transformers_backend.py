@@ -35,7 +35,10 @@ class TransformersChatBackend:
     """A chat model loaded with transformers; vision or text-only is read from its ``config.json``.
 
     ``model`` is a Hugging Face id or a local directory. ``device`` defaults to CUDA when present,
-    ``dtype`` to bfloat16 on CUDA and float32 on CPU. Images are resized to fit
+    ``dtype`` to bfloat16 on CUDA and float32 on CPU. On CUDA the weights go to one GPU when they fit
+    in ``weight_fraction`` of its free memory, else layer by layer over every GPU the worker sees (a
+    stage reserving 4 GPUs gets all 4); a model too large for all of them is refused before any
+    weight is read, pointing at vLLM (``placement.plan_placement``). Images are resized to fit
     ``min_pixels..max_pixels`` (see ``images.prepare_image``); requests run ``batch_size`` at a time.
     """
 
@@ -49,6 +52,7 @@ class TransformersChatBackend:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         batch_size: int = 8,
         grammar_threads: int = 4,
+        weight_fraction: float = 0.8,
     ):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -59,6 +63,7 @@ class TransformersChatBackend:
         self.max_pixels = max_pixels
         self.batch_size = batch_size
         self.grammar_threads = grammar_threads
+        self.weight_fraction = weight_fraction
         self._state: _Loaded | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -91,7 +96,11 @@ class TransformersChatBackend:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         model_cls = AutoModelForImageTextToText if vision else AutoModelForCausalLM
-        model = model_cls.from_pretrained(self.model_id, dtype=dtype).to(device).eval()
+        if device.type == "cuda":
+            model = self._load_on_gpus(model_cls, config, dtype, device)
+            device = model.get_input_embeddings().weight.device  # inputs go to the first shard
+        else:
+            model = model_cls.from_pretrained(self.model_id, dtype=dtype).to(device).eval()
         stop_ids = _stop_ids(tokenizer, model.generation_config)
         vocab_size = config.get_text_config().vocab_size
         info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=stop_ids)
@@ -106,6 +115,20 @@ class TransformersChatBackend:
             device=device,
             dtype=dtype,
         )
+
+    def _load_on_gpus(self, model_cls: Any, config: Any, dtype: Any, device: Any) -> Any:
+        """Load onto one GPU, or layer by layer over this worker's GPUs when one is too small; refuse
+        before reading any weight when even all of them are (see ``placement``)."""
+        import torch
+
+        from groundedit.models.chat.placement import free_bytes, meta_model, plan_placement
+
+        gpus = [device.index] if device.index is not None else list(range(torch.cuda.device_count()))
+        placement = plan_placement(
+            meta_model(model_cls, config, dtype), dtype, free_bytes(gpus), self.model_id, self.weight_fraction
+        )
+        device_map = {name: gpus[i] for name, i in placement.device_map.items()}
+        return model_cls.from_pretrained(self.model_id, dtype=dtype, device_map=device_map).eval()
 
     def teardown(self) -> None:
         """Drop the model and free accelerator memory."""

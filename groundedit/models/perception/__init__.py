@@ -2,7 +2,7 @@
 
 Typical use (a stage's ``setup()`` loads, ``process_batch()`` calls)::
 
-    tagger = Tagger.from_pretrained(ckpt)     # RAM++; tag list + thresholds beside the .pth
+    tagger = Tagger.from_pretrained(ckpt)     # RAM++ .pth; vocabulary beside it, else RAM++'s shipped lists
     grounder = Grounder.from_pretrained(dino, sam, box_threshold=0.25, ...)  # Grounding DINO + SAM
     tags = tagger.tag(images)                                  # [[(tag, prob), ...], ...]
     results = grounder.ground(images, [[t for t, _ in ts] for ts in tags])

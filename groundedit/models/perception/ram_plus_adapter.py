@@ -12,6 +12,7 @@ that names the key.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -180,12 +181,73 @@ def ours_to_official(model: RamPlus) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().contiguous() for k, v in out.items()}
 
 
-def load_official_checkpoint(path: str | Path, model: RamPlus) -> None:
-    """Load an official RAM++ ``.pth`` into ``model`` (no unpickling of code: ``weights_only=True``)."""
+def read_official_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of an official RAM++ ``.pth`` (no unpickling of code: ``weights_only=True``)."""
     obj = torch.load(Path(path), map_location="cpu", weights_only=True)
     state = obj["model"] if isinstance(obj, dict) and isinstance(obj.get("model"), dict) else obj
     if not isinstance(state, dict):
         raise RamPlusCheckpointError(f"{path}: expected a state dict or {{'model': state dict}}")
+    return _rename_aliases(state)
+
+
+def config_from_state(shapes: dict[str, tuple[int, ...]], num_tags: int) -> RamPlusConfig:
+    """The sizes of the model an official-layout state dict holds, read from its tensor shapes.
+
+    The released checkpoint carries no config file, so this is how a ``.pth`` alone is loaded.
+    Not in the shapes, so kept at the released values: the head's attention heads (4), image mean and
+    std, and the input size when no shifted-window mask is stored (384).
+    """
+    shapes = {k: tuple(v) for k, v in shapes.items()}
+    try:
+        embed_dim, _, patch, _ = shapes["visual_encoder.patch_embed.proj.weight"]
+        stages = sorted({int(k.split(".")[2]) for k in shapes if k.startswith("visual_encoder.layers.")})
+        depths, heads = [], []
+        for i in stages:
+            blocks = {
+                int(k.split(".")[4]) for k in shapes if k.startswith(f"visual_encoder.layers.{i}.blocks.")
+            }
+            depths.append(len(blocks))
+            table = shapes[f"visual_encoder.layers.{i}.blocks.0.attn.relative_position_bias_table"]
+            heads.append(table[1])
+        window = (math.isqrt(table[0]) + 1) // 2
+        image_size = RamPlusConfig.image_size
+        mask = shapes.get("visual_encoder.layers.0.blocks.1.attn_mask")
+        if mask is not None:
+            image_size = math.isqrt(mask[0]) * window * patch
+        rows, text_width = shapes["label_embed"]
+        head_hidden = shapes["wordvec_proj.weight"][0]
+        layers = {int(k.split(".")[3]) for k in shapes if k.startswith("tagging_head.encoder.layer.")}
+        ffn = shapes["tagging_head.encoder.layer.0.intermediate.dense.weight"][0]
+    except (KeyError, ValueError, IndexError) as exc:
+        raise RamPlusCheckpointError(f"not an official-layout RAM++ state dict (missing {exc})") from exc
+    if rows % num_tags:
+        raise RamPlusCheckpointError(
+            f"label_embed has {rows} rows, not a multiple of the tag list's {num_tags} tags: "
+            "the tag list does not belong to this checkpoint"
+        )
+    return RamPlusConfig(
+        num_tags=num_tags,
+        image_size=image_size,
+        patch_size=patch,
+        embed_dim=embed_dim,
+        depths=tuple(depths),
+        num_heads=tuple(heads),
+        window_size=window,
+        descriptions_per_tag=rows // num_tags,
+        text_width=text_width,
+        head_hidden=head_hidden,
+        head_layers=len(layers),
+        head_ffn=ffn,
+    )
+
+
+def load_official_checkpoint(path: str | Path, model: RamPlus) -> None:
+    """Load an official RAM++ ``.pth`` into ``model``."""
+    load_official_state(read_official_state(path), model)
+
+
+def load_official_state(state: dict[str, torch.Tensor], model: RamPlus) -> None:
+    """Load an official-layout state dict (see :func:`read_official_state`) into ``model``."""
     mapped = official_to_ours(state, model)
     result = model.load_state_dict(mapped, strict=False)
     # Only geometry buffers that older Swin versions persist may be left for the model to derive itself.

@@ -10,29 +10,11 @@ import torch
 
 from groundedit.models.perception.preprocess import normalise, ram_batch
 from groundedit.models.perception.ram_plus import RamPlus, RamPlusConfig
+from groundedit.models.perception.ram_vocab import Vocab, vocab_files
 from groundedit.models.perception.runtime import resolve_device, resolve_dtype
 
-# Official file names, looked for beside the checkpoint when no path is given.
-RAM_TAGS_FILE = "ram_tag_list.txt"
-RAM_THRESHOLDS_FILE = "ram_tag_list_threshold.txt"
 # Ours: only checkpoints of other sizes (the tiny profile) carry one; the official release needs none.
 RAM_CONFIG_FILE = "ram_plus_config.json"
-
-
-def read_tag_list(path: str | Path) -> list[str]:
-    """One tag per line, as the official ``ram_tag_list.txt``."""
-    return Path(path).read_text(encoding="utf-8").splitlines()
-
-
-def read_thresholds(path: str | Path, num_tags: int, default: float = 0.68) -> np.ndarray:
-    """Per-class thresholds, one float per line, as the official ``ram_tag_list_threshold.txt``.
-
-    As in the official model, tags past the end of the file get ``default`` (RAM++'s 0.68).
-    """
-    values = [float(s) for s in Path(path).read_text(encoding="utf-8").split()]
-    if len(values) > num_tags:
-        raise ValueError(f"{path}: {len(values)} thresholds for {num_tags} tags")
-    return np.asarray(values + [default] * (num_tags - len(values)), dtype=np.float32)
 
 
 class Tagger:
@@ -45,16 +27,23 @@ class Tagger:
         thresholds: np.ndarray,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
+        chinese: Sequence[str] | None = None,
     ):
-        if len(tags) != model.config.num_tags or len(thresholds) != model.config.num_tags:
-            raise ValueError(
-                f"model has {model.config.num_tags} tags, tag list {len(tags)}, thresholds {len(thresholds)}"
-            )
+        n = model.config.num_tags
+        if len(tags) != n or len(thresholds) != n or (chinese is not None and len(chinese) != n):
+            sizes = f"tag list {len(tags)}, thresholds {len(thresholds)}"
+            sizes += f", Chinese names {len(chinese)}" if chinese is not None else ""
+            raise ValueError(f"model has {n} tags, {sizes}")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.tags = list(tags)
         self.thresholds = np.asarray(thresholds, dtype=np.float32)
+        self._chinese = dict(zip(self.tags, chinese, strict=True)) if chinese is not None else None
+
+    def chinese_name(self, tag: str) -> str | None:
+        """The tag's Chinese name when the vocabulary has a Chinese list, else None."""
+        return None if self._chinese is None else self._chinese[tag]
 
     @classmethod
     def from_pretrained(
@@ -65,27 +54,34 @@ class Tagger:
         config: RamPlusConfig | str | Path | None = None,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
+        chinese_file: str | Path | None = None,
     ) -> Tagger:
-        """Load an official-layout RAM++ ``.pth``.
+        """Load an official-layout RAM++ ``.pth``, alone (as the Hugging Face repository ships it) or
+        with its own vocabulary beside it.
 
-        ``tags_file`` and ``thresholds_file`` default to the official file names beside the checkpoint.
-        ``config`` is a :class:`RamPlusConfig` or the path of its JSON; by default ``ram_plus_config.json``
-        beside the checkpoint if there is one, else the released Swin-L model's sizes.
+        The vocabulary files are chosen by :func:`~groundedit.models.perception.ram_vocab.vocab_files`:
+        named ones, else the lists beside the checkpoint, else RAM++'s shipped lists. ``config`` is a
+        :class:`RamPlusConfig` or the path of its JSON; by default ``ram_plus_config.json`` beside the
+        checkpoint if there is one, else the sizes read from the checkpoint's tensor shapes.
         """
-        from groundedit.models.perception.ram_plus_adapter import load_official_checkpoint
+        from groundedit.models.perception.ram_plus_adapter import (
+            config_from_state,
+            load_official_state,
+            read_official_state,
+        )
 
         here = Path(checkpoint).parent
-        tags = read_tag_list(tags_file or here / RAM_TAGS_FILE)
+        vocab = Vocab.load(vocab_files(here, tags_file, thresholds_file, chinese_file))
+        state = read_official_state(checkpoint)
         if config is None and (here / RAM_CONFIG_FILE).is_file():
             config = here / RAM_CONFIG_FILE
         if config is None:
-            config = RamPlusConfig(num_tags=len(tags))
+            config = config_from_state({k: v.shape for k, v in state.items()}, len(vocab.tags))
         elif not isinstance(config, RamPlusConfig):
             config = RamPlusConfig.from_json(config)
         model = RamPlus(config)
-        load_official_checkpoint(checkpoint, model)
-        thresholds = read_thresholds(thresholds_file or here / RAM_THRESHOLDS_FILE, len(tags))
-        return cls(model, tags, thresholds, device=device, dtype=dtype)
+        load_official_state(state, model)
+        return cls(model, vocab.tags, vocab.thresholds, device=device, dtype=dtype, chinese=vocab.chinese)
 
     @torch.inference_mode()
     def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:

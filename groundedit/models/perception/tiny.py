@@ -4,8 +4,9 @@ Everything is generated from a seed, written to a cache directory (atomically: a
 renamed into place) and then loaded by the very loaders the real checkpoints use:
 
 - ``ram_plus/``: ``ram_plus_tiny.pth`` holding ``{"model": state_dict}`` under the official key names,
-  ``ram_tag_list.txt``, ``ram_tag_list_threshold.txt`` and ``ram_plus_config.json`` (the official
-  release has no config file; its sizes are :class:`RamPlusConfig`'s defaults).
+  ``ram_tag_list.txt``, ``ram_tag_list_threshold.txt``, ``ram_tag_list_chinese.txt`` and
+  ``ram_plus_config.json`` (the official release has no config file; its sizes are read from the
+  checkpoint's shapes).
 - ``grounding_dino/`` and ``sam/``: ``save_pretrained`` directories with processor configs; Grounding
   DINO's tokenizer is a BERT WordPiece vocabulary built here.
 
@@ -25,7 +26,8 @@ from pathlib import Path
 import torch
 
 from groundedit.models.perception import architectures
-from groundedit.models.perception.tagger import RAM_CONFIG_FILE, RAM_TAGS_FILE, RAM_THRESHOLDS_FILE
+from groundedit.models.perception.ram_vocab import CHINESE_FILE, TAGS_FILE, THRESHOLDS_FILE
+from groundedit.models.perception.tagger import RAM_CONFIG_FILE
 
 TINY_TAGS: tuple[str, ...] = (
     "person",
@@ -40,6 +42,21 @@ TINY_TAGS: tuple[str, ...] = (
     "bicycle",
     "teddy bear",
     "grass",
+)
+# Their names in RAM++'s Chinese list ("teddy bear" is not in RAM++'s vocabulary).
+TINY_TAGS_CHINESE: tuple[str, ...] = (
+    "人",
+    "狗",
+    "车",
+    "红绿灯",
+    "树",
+    "建筑",
+    "天空",
+    "长凳",
+    "伞",
+    "自行车",
+    "泰迪熊",
+    "草",
 )
 # Per-class thresholds, cycled over the tags: 0.0 always passes (downstream stages always get tags),
 # 1.0 never does (the drop path always runs), 0.5 depends on the image.
@@ -116,7 +133,7 @@ TINY_WORDS: tuple[str, ...] = (
     "road",
     "water",
 )
-_FILES_VERSION = 1
+_FILES_VERSION = 2  # 2: the Chinese tag list
 
 
 def bert_vocab(size: int | None = None) -> dict[str, int]:
@@ -177,8 +194,9 @@ def tiny_paths(cache_dir: str | Path) -> dict[str, Path]:
     ram = root / "ram_plus"
     return {
         "ram_checkpoint": ram / "ram_plus_tiny.pth",
-        "ram_tags": ram / RAM_TAGS_FILE,
-        "ram_thresholds": ram / RAM_THRESHOLDS_FILE,
+        "ram_tags": ram / TAGS_FILE,
+        "ram_thresholds": ram / THRESHOLDS_FILE,
+        "ram_chinese": ram / CHINESE_FILE,
         "ram_config": ram / RAM_CONFIG_FILE,
         "grounding_dino": root / "grounding_dino",
         "sam": root / "sam",
@@ -209,7 +227,8 @@ def write_tiny_perception(cache_dir: str | Path, seed: int = 0) -> dict[str, Pat
 
 
 def write_tiny_ram_plus(dest: str | Path, seed: int = 0) -> Path:
-    """Tiny RAM++ checkpoint with its tag list, thresholds and config beside it; returns the ``.pth``.
+    """Tiny RAM++ checkpoint with its vocabulary (tags, thresholds, Chinese names) and config beside it;
+    returns the ``.pth``.
 
     Also the ``tiny://ram_plus`` builder of :mod:`groundedit.models.hub` (``builder(dest) -> path``).
     """
@@ -220,11 +239,10 @@ def write_tiny_ram_plus(dest: str | Path, seed: int = 0) -> Path:
     ram = build_ram_plus("tiny", len(TINY_TAGS), seed)
     checkpoint = dest / "ram_plus_tiny.pth"
     torch.save({"model": ours_to_official(ram)}, checkpoint)
-    (dest / RAM_TAGS_FILE).write_text("\n".join(TINY_TAGS) + "\n", encoding="utf-8")
+    (dest / TAGS_FILE).write_text("\n".join(TINY_TAGS) + "\n", encoding="utf-8")
+    (dest / CHINESE_FILE).write_text("\n".join(TINY_TAGS_CHINESE) + "\n", encoding="utf-8")
     cycle = TINY_RAM_THRESHOLD_CYCLE
-    (dest / RAM_THRESHOLDS_FILE).write_text(
-        "".join(f"{cycle[i % len(cycle)]}\n" for i in range(len(TINY_TAGS)))
-    )
+    (dest / THRESHOLDS_FILE).write_text("".join(f"{cycle[i % len(cycle)]}\n" for i in range(len(TINY_TAGS))))
     ram.config.to_json(dest / RAM_CONFIG_FILE)
     return checkpoint
 

@@ -132,3 +132,25 @@ def test_write_tiny_bagel_is_deterministic(tiny_dir, tmp_path):
         assert (again / name).read_bytes() == (tiny_dir / name).read_bytes()
     other = write_tiny_bagel(tmp_path / "other", seed=1)
     assert (other / "ema.safetensors").read_bytes() != (tiny_dir / "ema.safetensors").read_bytes()
+
+
+def test_vit_position_table_must_match_the_official_70_patches(tiny_dir, tmp_path):
+    """A folder without our extra config is the official release, whose code hard-codes 70 patches per
+    side for vit_pos_embed; a vit_config.json that implies another size is refused, naming the fix."""
+    import json
+
+    from groundedit.models.bagel.config import BagelConfig, VAEConfig
+
+    vit = {"hidden_size": 1152, "patch_size": 14, "image_size": 980}
+    assert BagelConfig.from_parts({}, vit, VAEConfig()).vit.max_patches_per_side == 70
+    assert BagelConfig.from_parts({}, {**vit, "image_size": 384}, VAEConfig(), {}).vit.image_size == 384
+    with pytest.raises(ValueError, match=r"image_size 384 / patch_size 14 gives 27 .* set image_size to 980"):
+        BagelConfig.from_parts({}, {**vit, "image_size": 384}, VAEConfig())
+
+    folder = tmp_path / "tiny"
+    shutil.copytree(tiny_dir, folder)
+    extra = json.loads((folder / "groundedit_bagel.json").read_text())
+    assert extra["vit_max_patches_per_side"] == 16  # the tiny ViT's own size, declared beside it
+    (folder / "groundedit_bagel.json").write_text(json.dumps({**extra, "vit_max_patches_per_side": 70}))
+    with pytest.raises(ValueError, match="gives 16 ViT patches per side, but the checkpoint's vit_pos_embed"):
+        load_bagel(folder, device="cpu")

@@ -106,3 +106,17 @@ def test_loading_never_unpickles_objects(tmp_path, source, official):
     torch.save({"model": official, "extra": _NotATensor()}, path)
     with pytest.raises(pickle.UnpicklingError):
         load_official_checkpoint(path, _fresh(source))
+
+
+def test_the_released_sizes_are_read_back_from_a_released_layout_state_dict():
+    """Shapes of a full-size Swin-L RAM++ (built on the meta device, nothing allocated) give back
+    exactly the released configuration: the .pth alone is enough to load."""
+    import torch
+
+    from groundedit.models.perception.ram_plus import RamPlus, RamPlusConfig
+    from groundedit.models.perception.ram_plus_adapter import config_from_state, ours_to_official
+
+    with torch.device("meta"):
+        full = RamPlus(RamPlusConfig())
+    shapes = {k: tuple(v.shape) for k, v in ours_to_official(full).items()}
+    assert config_from_state(shapes, 4585) == RamPlusConfig()

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from groundedit.models.perception import Tagger
-from groundedit.models.perception.tagger import read_tag_list, read_thresholds
+from groundedit.models.perception.ram_vocab import read_tag_list, read_thresholds
 from groundedit.models.perception.tiny import TINY_TAGS
 
 
@@ -77,3 +77,30 @@ def test_threshold_array_must_match_the_model(tagger):
 def test_non_rgb_arrays_are_refused(tagger):
     with pytest.raises(ValueError, match="RGB uint8"):
         tagger.tag([np.zeros((8, 8), dtype=np.uint8)])
+
+
+def test_chinese_names_come_with_the_vocabulary_when_it_has_them(tiny_paths, tagger, tmp_path):
+    from groundedit.models.perception.tiny import TINY_TAGS_CHINESE
+
+    assert tagger.chinese_name("dog") == TINY_TAGS_CHINESE[TINY_TAGS.index("dog")] == "狗"
+    # The same checkpoint and lists without the Chinese file: tags have no Chinese names.
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for key in ("ram_checkpoint", "ram_tags", "ram_thresholds", "ram_config"):
+        (bare / tiny_paths[key].name).write_bytes(tiny_paths[key].read_bytes())
+    plain = Tagger.from_pretrained(bare / tiny_paths["ram_checkpoint"].name, device="cpu")
+    assert plain.tags == tagger.tags and plain.chinese_name("dog") is None
+    (bare / "zh.txt").write_text("狗\n")
+    with pytest.raises(ValueError, match="1 Chinese names for 12 tags"):
+        Tagger.from_pretrained(bare / tiny_paths["ram_checkpoint"].name, chinese_file=bare / "zh.txt")
+
+
+def test_sizes_are_read_from_the_checkpoint_when_no_config_lies_beside_it(tiny_paths, tagger, tmp_path):
+    alone = tmp_path / "ram_plus_swin_large_14m.pth"
+    alone.write_bytes(tiny_paths["ram_checkpoint"].read_bytes())
+    loaded = Tagger.from_pretrained(alone, tiny_paths["ram_tags"], tiny_paths["ram_thresholds"], device="cpu")
+    assert loaded.model.config == tagger.model.config
+    (tmp_path / "ram_tag_list.txt").write_text("a\nb\nc\nd\ne\n")
+    (tmp_path / "ram_tag_list_threshold.txt").write_text("0.5\n" * 5)
+    with pytest.raises(ValueError, match="not a multiple of the tag list's 5 tags"):
+        Tagger.from_pretrained(alone, device="cpu")  # a foreign tag list beside the checkpoint

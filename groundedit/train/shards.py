@@ -1,0 +1,78 @@
+"""Our exported WebDataset shards as a training source: units are tar files, items are sample keys.
+
+Members are found by scanning the tar's headers (:func:`groundedit.tario.scan_tar`) and read by offset,
+so resuming in the middle of a shard seeks straight to the sample. A sample's members are grouped by
+key (the member name up to its first dot) in order of first appearance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from groundedit.imaging import SampleError
+from groundedit.tario import scan_tar
+
+from .examples import SHARD_MEMBERS, EditExample, example_from_members
+
+
+def shard_files(path: Path) -> list[Path]:
+    """Tar shards at ``path``: the file itself, ``path/*.tar``, or a run folder's ``shards/*.tar``."""
+    if path.is_file():
+        return [path]
+    if (path / "shards").is_dir():
+        path = path / "shards"
+    return sorted(path.glob("*.tar"))
+
+
+def _group(tar: Path) -> list[tuple[str, dict[str, tuple[int, int]], list[str]]]:
+    """(key, {member: (offset, size)}, problems) per sample, in order of first appearance."""
+    samples: dict[str, tuple[dict[str, tuple[int, int]], list[str]]] = {}
+    for member, unsafe in scan_tar(tar):
+        base = member.name.rsplit("/", 1)[-1]
+        key, _, ext = base.partition(".")
+        members, problems = samples.setdefault(key, ({}, []))
+        if unsafe:
+            problems.append(f"unsafe member {member.name}: {unsafe}")
+        elif ext in SHARD_MEMBERS:
+            members[ext] = (member.offset, member.size)
+    return [(k, m, p) for k, (m, p) in samples.items()]
+
+
+class ShardSource:
+    """The samples of one or more WebDataset tar shards written by ``groundedit run``."""
+
+    kind = "shards"
+
+    def __init__(self, name: str, files: list[Path]) -> None:
+        self.name, self.files = name, files
+
+    @classmethod
+    def from_path(cls, path: Path) -> ShardSource:
+        return cls(str(path), shard_files(path))
+
+    def units(self) -> list[str]:
+        return [str(f) for f in self.files]
+
+    def read(self, unit: int, start: int, seed: int) -> Iterator[EditExample | SampleError]:
+        """Items of one shard from sample ``start`` on (each an example or the error that skips it)."""
+        tar = self.files[unit]
+        try:
+            samples = _group(tar)
+        except Exception as e:
+            if start == 0:  # counted once, not again when resuming inside this unit
+                yield SampleError("shard_unreadable", f"{tar}: {type(e).__name__}: {e}")
+            return
+        with open(tar, "rb") as f:
+            for key, members, problems in samples[start:]:
+                if problems:
+                    yield SampleError("unsafe_member", "; ".join(problems))
+                    continue
+                data = {}
+                for ext, (offset, size) in members.items():
+                    f.seek(offset)
+                    data[ext] = f.read(size)
+                try:
+                    yield example_from_members(key, data)
+                except SampleError as e:
+                    yield e

@@ -1,0 +1,82 @@
+"""Training checkpoints (atomic, exact round trip) and the official-layout inference checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from groundedit.models.bagel import BagelEditor, write_tiny_bagel
+from groundedit.train.checkpoint import (
+    INTERCOG_FILE,
+    export_inference,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+
+def keys(path) -> set[str]:
+    with safe_open(str(path), framework="pt") as f:
+        return set(f.keys())
+
+
+def test_inference_checkpoint_has_the_official_keys_and_loads_strictly(components, tmp_path):
+    official = write_tiny_bagel(tmp_path / "official", seed=0)
+    out = export_inference(
+        tmp_path / "run",
+        components.bagel.model,
+        components.bagel.vae,
+        components.bagel.folder,
+        components.prompts,
+    )
+    assert out == tmp_path / "run" / "model"
+    assert keys(out / "ema.safetensors") == keys(official / "ema.safetensors")
+    assert keys(out / "ae.safetensors") == keys(official / "ae.safetensors")
+    for name in ("llm_config.json", "vit_config.json", "tokenizer.json", "tokenizer_config.json"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / INTERCOG_FILE).read_text()) == components.prompts
+    editor = BagelEditor.from_pretrained(out, device="cpu", dtype=torch.float32)
+    for name, p in editor.model.state_dict().items():
+        assert torch.equal(p, components.bagel.model.state_dict()[name]), name
+    # replacing an existing export leaves no temporary folders
+    export_inference(
+        tmp_path / "run", components.bagel.model, components.bagel.vae, components.bagel.folder, {}
+    )
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["model"]
+
+
+def test_training_checkpoint_round_trip(components, tmp_path):
+    model, heads = components.bagel.model, components.heads
+    initial = {k: v.clone() for k, v in heads.state_dict().items()}
+    params = [p for p in heads.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.95), eps=1e-15)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    meta = {"data": {"draws": 5}, "data_args": ["x"]}
+    for step in (2, 4, 6):
+        save_checkpoint(tmp_path, step, model, heads, optimizer, None, meta, keep=2)
+    root = tmp_path / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-0000004", "step-0000006"]
+    assert latest_checkpoint(tmp_path) == root / "step-0000006"
+    before = {k: v.clone() for k, v in heads.state_dict().items()}
+    state = {k: v.clone() for k, v in optimizer.state_dict()["state"][0].items()}
+    with torch.no_grad():
+        for p in params:
+            p.add_(1.0)
+    fresh = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.95), eps=1e-15)
+    got = load_checkpoint(root / "step-0000006", model, heads, fresh, None)
+    assert got["step"] == 6 and got["data"] == {"draws": 5}
+    for k, v in heads.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    for k, v in fresh.state_dict()["state"][0].items():
+        assert torch.equal(v, state[k]), k
+    with pytest.raises(FileNotFoundError, match="ema"):
+        load_checkpoint(
+            root / "step-0000006", model, heads, fresh, torch.optim.swa_utils.AveragedModel(heads)
+        )
+    heads.load_state_dict(initial)  # the components are shared by other tests
