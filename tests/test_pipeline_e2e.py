@@ -21,9 +21,11 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def runs(sa1b_input, tmp_path_factory, run_pipeline, ray_cluster, tiny_run, enforcing_stages):
     """The shared local run and the same run under Ray (same specs: verdicts enforced). Ray: every
-    stage at once, at most 2 units between ingest and the driver."""
+    stage at once, at most 1 unit between ingest and the driver, so ingest takes unit k+1 only after
+    the driver has combined unit k (the first shard's unit is then done before the last units start,
+    whatever the load)."""
     d = tmp_path_factory.mktemp("run-ray")
-    run_pipeline(sa1b_input, d, executor="ray", stages=enforcing_stages, window=2)
+    run_pipeline(sa1b_input, d, executor="ray", stages=enforcing_stages, window=1)
     return {"local": tiny_run, "ray": d}
 
 
