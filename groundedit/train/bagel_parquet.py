@@ -15,7 +15,7 @@ two instructions into one text is left out). Randomness is keyed by the row's po
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from groundedit import bagel_parquet as bp
@@ -96,8 +96,11 @@ class BagelParquetSource:
     def units(self) -> list[str]:
         return [f"{file}#{group}" for file, group in self._units]
 
-    def read(self, unit: int, start: int, seed: int) -> Iterator[EditExample | SampleError]:
-        """Items of one unit from row ``start`` on (each an example or the error that skips it)."""
+    def read(
+        self, unit: int, start: int, seed: int, take: Callable[[int], bool] | None = None
+    ) -> Iterator[EditExample | SampleError | None]:
+        """Items of one unit from row ``start`` on (each an example or the error that skips it; None for a
+        row ``take`` refuses, which is not decoded)."""
         import pyarrow.parquet as pq
 
         file, group = self._units[unit]
@@ -109,6 +112,9 @@ class BagelParquetSource:
             return
         images, instructions = table.column(IMAGE_LIST), table.column(INSTRUCTION_LIST)
         for row in range(start, table.num_rows):
+            if take is not None and not take(row):
+                yield None
+                continue
             key = f"{file.name}:{group}:{row}"
             rng = random.Random(f"{seed}:{key}")
             try:

@@ -149,8 +149,19 @@ def load_bagel(
     )
 
 
-def save_bagel(folder: str | Path, model: Bagel, vae: FluxVAE, *, extra_config: bool = True) -> Path:
-    """Write configs and weights in the official layout (tokenizer files are the caller's)."""
+def save_bagel(
+    folder: str | Path,
+    model: Bagel,
+    vae: FluxVAE,
+    *,
+    extra_config: bool = True,
+    state: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write configs and weights in the official layout (tokenizer files are the caller's).
+
+    ``state`` replaces ``model.state_dict()`` (a gathered or merged state of a sharded or adapted model);
+    it must have the official names (checked strictly).
+    """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     cfg = model.config
@@ -158,7 +169,13 @@ def save_bagel(folder: str | Path, model: Bagel, vae: FluxVAE, *, extra_config: 
     (out / "vit_config.json").write_text(json.dumps(cfg.vit.to_json_dict(), indent=2))
     if extra_config:
         (out / EXTRA_CONFIG_FILE).write_text(json.dumps(cfg.extra_json_dict(), indent=2))
-    for module, name in ((model, "ema.safetensors"), (vae, "ae.safetensors")):
-        state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-        save_file(state, str(out / name))
+    if state is not None:
+        with torch.device("meta"):
+            check_keys(Bagel(cfg), {k: tuple(v.shape) for k, v in state.items()}, out / "ema.safetensors")
+    states = (
+        (state if state is not None else model.state_dict(), "ema.safetensors"),
+        (vae.state_dict(), "ae.safetensors"),
+    )
+    for tensors, name in states:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(out / name))
     return out
