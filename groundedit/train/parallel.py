@@ -109,6 +109,19 @@ def shard_bagel(model: nn.Module, device: torch.device, bf16: bool) -> None:
     fully_shard(model, mp_policy=policy)
 
 
+def zero_touch(model: nn.Module) -> Tensor | float:
+    """``0 ×`` one element of every trainable parameter the root FSDP unit holds unsharded after the
+    forward (embeddings, lm_head, ViT, connector, ...). Added to a loss, it gives each of them a (zero)
+    gradient on every rank: FSDP2's reduce-scatter needs the same gradients on all ranks, and a rank whose
+    samples had, say, every ViT image dropped by CFG dropout would otherwise leave the ViT without one."""
+    parts = [
+        p.reshape(-1)[:1].float()
+        for p in model.parameters()
+        if p.requires_grad and not isinstance(p, DTensor)
+    ]
+    return torch.cat(parts).sum() * 0.0 if parts else 0.0
+
+
 def average_replicated_grads(world: World, params: list[nn.Parameter]) -> None:
     """Average the gradients of parameters every rank holds whole (the grounding heads) over ranks, as
     FSDP2 does for the sharded ones. A parameter no rank gave a gradient keeps none (as in one process:

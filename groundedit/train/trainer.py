@@ -56,6 +56,7 @@ from .parallel import (
     device_of,
     init_world,
     shard_bagel,
+    zero_touch,
 )
 from .sequence import Pack, SequenceBuilder, build_pack, group_plans
 from .spec import Freeze, Optim, TrainSpec
@@ -254,6 +255,8 @@ def step_losses(
             )
             terms = pack_terms(out, pack, c.heads, c.sam, spec.grounding, c.bagel.config)
         loss = sum(weights[t] * terms.sums[t] / totals[t] for t in TERMS if t in terms.sums)
+        if world.distributed:
+            loss = loss + zero_touch(c.bagel.model)
         if backward:
             (loss * (scale * world.size)).backward()  # ranks' gradients are averaged (parallel.py)
         if scale:
