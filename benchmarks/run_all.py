@@ -14,6 +14,25 @@ BENCHMARKS = [
     ("edit_cpu_side.py", ["--config", "tiny", "--device", "cpu"]),
     ("perception.py", ["--config", "tiny", "--device", "cpu"]),
     ("bagel_edit.py", ["--config", "tiny", "--device", "cpu"]),
+    (
+        "train_step.py",
+        [
+            "--device",
+            "cpu",
+            "--layers",
+            "1",
+            "--hidden",
+            "256",
+            "--vit-layers",
+            "1",
+            "--vae-ch",
+            "32",
+            "--image",
+            "64",
+            "--steps",
+            "1",
+        ],
+    ),  # fmt: skip
 ]
 
 
