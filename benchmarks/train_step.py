@@ -85,8 +85,8 @@ def example(side: int) -> EditExample:
     images = [Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)) for _ in range(3)]
     mask = np.zeros((side, side), bool)
     mask[side // 4 : side // 2, side // 2 :] = True
-    return EditExample("bench", [images[0], images[2]], ["make the lamp on the right blue"],
-                       Grounding(images[1], mask, COT))  # fmt: skip
+    grounding = Grounding(images[1], mask, COT)
+    return EditExample("bench", [images[0], images[2]], ["make the lamp on the right blue"], grounding)
 
 
 def count_flops(config: BagelConfig, pack, lora: bool) -> float:
