@@ -17,7 +17,22 @@ BENCHMARKS = [
     # smoke size: one narrow layer, one ViT layer, a thin VAE, 64² images
     (
         "train_step.py",
-        "--device cpu --layers 1 --hidden 256 --vit-layers 1 --vae-ch 32 --image 64 --steps 1".split(),
+        [
+            "--device",
+            "cpu",
+            "--layers",
+            "1",
+            "--hidden",
+            "256",
+            "--vit-layers",
+            "1",
+            "--vae-ch",
+            "32",
+            "--image",
+            "64",
+            "--steps",
+            "1",
+        ],
     ),
 ]
 
