@@ -107,10 +107,18 @@ def save_checkpoint(
     ema: nn.Module | None,
     meta: dict,
     keep: int,
+    trainable_only: bool = False,
 ) -> Path:
-    """Write the training state after ``step`` optimizer steps; keep the newest ``keep`` checkpoints."""
+    """Write the training state after ``step`` optimizer steps; keep the newest ``keep`` checkpoints.
+
+    ``trainable_only`` (LoRA) keeps only Bagel's trained parameters (the adapters): the frozen base is
+    the initial model's, reloaded from it on resume."""
     final, tmp, name = _new_checkpoint_dir(out, step, str(os.getpid()))
-    save_file(_state(model), str(tmp / "bagel.safetensors"))
+    bagel = _state(model)
+    if trainable_only:
+        trained = {n for n, p in model.named_parameters() if p.requires_grad}
+        bagel = {k: v for k, v in bagel.items() if k in trained}
+    save_file(bagel, str(tmp / "bagel.safetensors"))
     save_file(_state(heads), str(tmp / "heads.safetensors"))
     if ema is not None:
         save_file(_state(ema.module), str(tmp / "ema.safetensors"))
@@ -124,7 +132,12 @@ def load_checkpoint(
     path: Path, model: Bagel, heads: nn.Module, optimizer: torch.optim.Optimizer, ema: nn.Module | None
 ) -> dict:
     """Restore everything :func:`save_checkpoint` wrote (strict keys); returns ``meta.json``."""
-    model.load_state_dict(load_file(str(path / "bagel.safetensors"), device=str(model.device)), strict=True)
+    state = load_file(str(path / "bagel.safetensors"), device=str(model.device))
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    if state.keys() == trained and len(trained) < len(model.state_dict()):
+        model.load_state_dict(state, strict=False)  # trainable-only (LoRA): exactly the trained keys
+    else:
+        model.load_state_dict(state, strict=True)
     device = next(heads.parameters()).device
     heads.load_state_dict(load_file(str(path / "heads.safetensors"), device=str(device)), strict=True)
     if ema is not None:

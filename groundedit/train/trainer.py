@@ -417,7 +417,9 @@ def _train(
                 )
             else:
                 meta["data"] = data.state_dict()
-                save_checkpoint(out, step, model, heads, optimizer, ema, meta, spec.keep_checkpoints)
+                save_checkpoint(
+                    out, step, model, heads, optimizer, ema, meta, spec.keep_checkpoints, spec.lora.enabled
+                )
 
     if log is not None:
         log.close()

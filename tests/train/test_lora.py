@@ -3,8 +3,10 @@ trained in full; the exported checkpoint is base + (alpha / r) · B A and loads 
 
 from __future__ import annotations
 
+import json
 import random
 import re
+import shutil
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from safetensors.torch import load_file
 
 from groundedit.models.bagel import BagelEditor
 from groundedit.models.hub import resolve
+from groundedit.train.logbook import read_metrics
 from groundedit.train.lora import ADAPTER_DIR, add_lora, target_pattern
 from groundedit.train.sequence import build_pack
 from groundedit.train.spec import LoraSpec, load_train_spec
@@ -62,10 +65,11 @@ def lora_run(tmp_path_factory):
         "tiny", overrides=no_dropout(max_steps=2, lora={**LORA, "lr": 0.05}, optim={"warmup_steps": 0})
     )
     train(spec, [str(d / "data")], d / "out")
-    return d / "out"
+    return d / "out", spec
 
 
 def test_merged_checkpoint_is_base_plus_scaled_ba_and_loads_strictly(lora_run):
+    lora_run, _ = lora_run
     merged = load_file(str(lora_run / "model" / "ema.safetensors"))
     base = load_file(str(resolve("tiny://bagel")) + "/ema.safetensors")
     adapter = load_file(str(lora_run / "model" / ADAPTER_DIR / "adapter_model.safetensors"))
@@ -81,3 +85,21 @@ def test_merged_checkpoint_is_base_plus_scaled_ba_and_loads_strictly(lora_run):
     for key in base.keys() - {f"{n}.weight" for n in adapted}:
         assert torch.equal(merged[key], base[key]), f"{key} is frozen"
     BagelEditor.from_pretrained(lora_run / "model", device="cpu")  # strict keys and shapes
+
+
+def test_lora_checkpoints_hold_the_adapters_only_and_resume(lora_run, tmp_path):
+    out, spec = lora_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    saved = load_file(str(run / "checkpoints" / "step-0000002" / "bagel.safetensors"))
+    assert saved and all(".lora_" in k for k in saved)
+    longer = spec.model_copy(update={"max_steps": 3})
+    data = json.loads((run / "run.json").read_text())["data"]
+    train(longer, data, run, resume=True)
+    train(longer, data, tmp_path / "straight")
+    timing = {"seconds", "tokens_per_s"}
+    got, want = read_metrics(run), read_metrics(tmp_path / "straight")
+    assert [r["step"] for r in got] == [1, 2, 3]
+    assert [{k: v for k, v in r.items() if k not in timing} for r in got] == [
+        {k: v for k, v in r.items() if k not in timing} for r in want
+    ], "a resumed LoRA run repeats the uninterrupted one"
