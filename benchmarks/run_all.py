@@ -30,6 +30,8 @@ BENCHMARKS = [
             "32",
             "--image",
             "64",
+            "--vocab",
+            "4096",
             "--steps",
             "1",
         ],

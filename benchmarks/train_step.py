@@ -3,11 +3,11 @@
     PYTHONPATH=. python benchmarks/train_step.py --device cuda --layers 4            # MFU at real width
     PYTHONPATH=. python benchmarks/train_step.py --device cuda --layers 28 --modes lora   # fits 80 GB?
     PYTHONPATH=. python benchmarks/train_step.py --device cpu --layers 1 --hidden 256 --vit-layers 1 \\
-        --vae-ch 32 --image 64 --steps 1                                           # smoke run anywhere
+        --vae-ch 32 --image 64 --vocab 4096 --steps 1                              # smoke run anywhere
 
 Random weights at the real Bagel width (hidden 3584, FFN 18944, 28/4 heads, vocab 152064), the real SigLIP
 (27 layers on disk, 26 used) and FLUX VAE, with ``--layers`` decoder layers; ``--hidden`` and
-``--vit-layers``, ``--vae-ch`` and ``--image`` shrink it for a smoke run (on CPU the peak memory is the
+``--vit-layers``, ``--vae-ch``, ``--image`` and ``--vocab`` shrink it for a smoke run (on CPU the peak memory is the
 process's peak resident set so far, not per mode). The sample is the trainer's own InterCoG sequence (system
 prompt, source VAE + ViT, instruction, textual grounding, grounded image generated, grounded VAE + ViT,
 editing description, edited image generated), built by :class:`~groundedit.train.sequence.SequenceBuilder`
@@ -60,7 +60,9 @@ COT = (
 )
 
 
-def bench_config(layers: int, hidden: int, vit_layers: int, vae_ch: int = 128) -> BagelConfig:
+def bench_config(
+    layers: int, hidden: int, vit_layers: int, vae_ch: int = 128, vocab: int = 152064
+) -> BagelConfig:
     """Bagel's config with ``layers`` decoder layers; a smaller ``hidden`` keeps 128-wide heads and the
     FFN ratio."""
     base = BagelConfig()
@@ -74,6 +76,7 @@ def bench_config(layers: int, hidden: int, vit_layers: int, vae_ch: int = 128) -
         intermediate_size=round(hidden * llm.intermediate_size / llm.hidden_size),
         num_attention_heads=heads,
         num_key_value_heads=kv,
+        vocab_size=vocab,
     )
     vit = dataclasses.replace(base.vit, num_hidden_layers=vit_layers + 1)  # one is dropped when loaded
     vae = dataclasses.replace(base.vae, ch=vae_ch)
@@ -131,7 +134,7 @@ def build(config: BagelConfig, device: torch.device, side: int) -> tuple[Compone
 
 
 def run(mode: str, args, device: torch.device) -> dict:
-    config = bench_config(args.layers, args.hidden, args.vit_layers, args.vae_ch)
+    config = bench_config(args.layers, args.hidden, args.vit_layers, args.vae_ch, args.vocab)
     c, pack = build(config, device, args.image)
     model = c.bagel.model
     model.language_model.model.gradient_checkpointing = not args.no_checkpointing
@@ -188,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--layers", type=int, default=4, help="decoder layers (Bagel has 28)")
     ap.add_argument("--hidden", type=int, default=3584, help="LM width (Bagel: 3584)")
+    ap.add_argument("--vocab", type=int, default=152064, help="vocabulary (Bagel: 152064)")
     ap.add_argument("--vit-layers", type=int, default=26, help="SigLIP layers used (Bagel: 26)")
     ap.add_argument(
         "--vae-ch", type=int, default=128, help="FLUX VAE base channels, a multiple of 32 (FLUX: 128)"
