@@ -90,7 +90,7 @@ _END = object()
 @dataclass
 class Position:
     """Where a source's stream stands: unit ``unit`` of the epoch's order, item ``item`` within it;
-    ``seen`` items of the epoch's stream (all ranks' together) lie before it."""
+    ``seen`` items of the stream (all epochs, all ranks' together) lie before it."""
 
     epoch: int = 0
     unit: int = 0
@@ -123,7 +123,7 @@ class _Stream:
                     if self.pos.used_this_epoch == 0:
                         reasons = ", ".join(f"{r} {n}" for r, n in skipped.most_common()) or "none"
                         raise DataError(f"--data {self.source.name}: no usable sample (skipped: {reasons})")
-                    self.pos = Position(epoch=self.pos.epoch + 1)
+                    self.pos = Position(epoch=self.pos.epoch + 1, seen=self.pos.seen)
                     continue
                 unit_seed = f"{self.seed}:{self.pos.epoch}"
                 take = None
