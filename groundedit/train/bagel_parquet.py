@@ -107,7 +107,9 @@ class BagelParquetSource:
         try:
             table = pq.ParquetFile(file).read_row_group(group, columns=[IMAGE_LIST, INSTRUCTION_LIST])
         except Exception as e:
-            if start == 0:  # counted once, not again when resuming inside this unit
+            if start == 0 and take is not None and not take(0):
+                yield None  # the error is the unit's one item, and another rank's to count
+            elif start == 0:  # counted once, not again when resuming inside this unit
                 yield SampleError("parquet_unreadable", f"{file} row group {group}: {type(e).__name__}: {e}")
             return
         images, instructions = table.column(IMAGE_LIST), table.column(INSTRUCTION_LIST)

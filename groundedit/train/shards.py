@@ -63,7 +63,9 @@ class ShardSource:
         try:
             samples = _group(tar)
         except Exception as e:
-            if start == 0:  # counted once, not again when resuming inside this unit
+            if start == 0 and take is not None and not take(0):
+                yield None  # the error is the unit's one item, and another rank's to count
+            elif start == 0:  # counted once, not again when resuming inside this unit
                 yield SampleError("shard_unreadable", f"{tar}: {type(e).__name__}: {e}")
             return
         with open(tar, "rb") as f:
