@@ -109,6 +109,18 @@ def shard_bagel(model: nn.Module, device: torch.device, bf16: bool) -> None:
     fully_shard(model, mp_policy=policy)
 
 
+def load_sharded_weights(model: nn.Module, path, device: torch.device, world: World) -> None:
+    """Fill a sharded meta-device model: rank 0 reads the safetensors file into CPU memory (fp32) and
+    each rank receives its shards (``broadcast_from_rank0``)."""
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    model.to_empty(device=device)
+    full = {k: v.float() for k, v in load_file(str(path)).items()} if world.main else {}
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(model, full, options=options)
+
+
 def zero_touch(model: nn.Module) -> Tensor | float:
     """``0 ×`` one element of every trainable parameter the root FSDP unit holds unsharded after the
     forward (embeddings, lm_head, ViT, connector, ...). Added to a loss, it gives each of them a (zero)

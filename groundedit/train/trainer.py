@@ -55,6 +55,7 @@ from .parallel import (
     close_world,
     device_of,
     init_world,
+    load_sharded_weights,
     shard_bagel,
     zero_touch,
 )
@@ -137,12 +138,17 @@ def load_sam(ref: str):
     return model, ImageProcessorSettings.from_dict(read_image_processor_config(path))
 
 
-def build_components(spec: TrainSpec, device: torch.device | None = None) -> Components:
-    """Load Bagel (float32 master weights) and SAM, build the heads (seeded) and the sequence builder."""
+def build_components(
+    spec: TrainSpec, device: torch.device | None = None, bagel_weights: bool = True
+) -> Components:
+    """Load Bagel (float32 master weights; left on the meta device without ``bagel_weights``) and SAM,
+    build the heads (seeded) and the sequence builder."""
     from groundedit.models.hub import resolve
 
     device = device or resolve_device(spec.runtime.device)
-    bagel = load_bagel(resolve(spec.models["bagel"]), device=device, dtype=torch.float32)
+    bagel = load_bagel(
+        resolve(spec.models["bagel"]), device=device, dtype=torch.float32, model_weights=bagel_weights
+    )
     layers = bagel.config.llm.num_hidden_layers
     if not 0 <= spec.grounding.align_layer <= layers:
         raise TrainError(f"grounding.align_layer {spec.grounding.align_layer} is outside 0..{layers}")
@@ -318,7 +324,9 @@ def _train(
     data = DataMixture.from_args(data_args, seed=spec.seed, rank=world.rank, world_size=world.size)
     data.check()
     preflight(spec)
-    c = build_components(spec, device)
+    # Under torchrun Bagel is built on the meta device, sharded, then filled from rank 0's CPU copy: the
+    # whole model never sits on one GPU.
+    c = build_components(spec, device, bagel_weights=not world.distributed)
     model, heads = c.bagel.model, c.heads
     apply_freezing(c, spec.freeze)
     model.language_model.model.gradient_checkpointing = spec.runtime.gradient_checkpointing
@@ -332,6 +340,7 @@ def _train(
         lr_peak = spec.lora.lr or o.lr
     if world.distributed:
         shard_bagel(model, device, spec.runtime.fsdp_bf16)
+        load_sharded_weights(model, c.bagel.folder / "ema.safetensors", device, world)
     model_params = [p for p in model.parameters() if p.requires_grad]
     head_params = [p for p in heads.parameters() if p.requires_grad]
     optimizer = make_optimizer(model_params + head_params, o, lr_peak, device)

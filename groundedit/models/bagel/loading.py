@@ -124,11 +124,17 @@ def default_device_dtype(
 
 
 def load_bagel(
-    path_or_id: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    path_or_id: str | Path,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    *,
+    model_weights: bool = True,
 ) -> LoadedBagel:
     """Load model, VAE and tokenizer from a folder in the official layout (or a hub id).
 
     ``device`` defaults to CUDA when present; ``dtype`` to bfloat16 on CUDA and float32 elsewhere.
+    ``model_weights=False`` leaves the Bagel module on the meta device (keys still checked), for a caller
+    that shards it first and fills it afterwards.
     """
     from transformers import AutoTokenizer
 
@@ -137,7 +143,10 @@ def load_bagel(
     config = read_config(folder)
     with torch.device("meta"):
         model, vae = Bagel(config), FluxVAE(config.vae)
-    load_weights(model, folder / "ema.safetensors", dev, dt)
+    if model_weights:
+        load_weights(model, folder / "ema.safetensors", dev, dt)
+    else:
+        check_keys(model, tensor_shapes(folder / "ema.safetensors"), folder / "ema.safetensors")
     load_weights(vae, folder / "ae.safetensors", dev, dt)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     if len(tokenizer) > config.llm.vocab_size:
