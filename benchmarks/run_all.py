@@ -15,6 +15,28 @@ BENCHMARKS = [
     ("edit_cpu_side.py", ["--config", "tiny", "--device", "cpu"]),
     ("perception.py", ["--config", "tiny", "--device", "cpu"]),
     ("bagel_edit.py", ["--config", "tiny", "--device", "cpu"]),
+    # smoke size: one narrow layer, one ViT layer, a thin VAE, 64² images
+    (
+        "train_step.py",
+        [
+            "--device",
+            "cpu",
+            "--layers",
+            "1",
+            "--hidden",
+            "256",
+            "--vit-layers",
+            "1",
+            "--vae-ch",
+            "32",
+            "--image",
+            "64",
+            "--vocab",
+            "4096",
+            "--steps",
+            "1",
+        ],
+    ),
 ]
 
 

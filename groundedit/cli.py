@@ -429,18 +429,53 @@ def train(
     profile: str = typer.Option(DEFAULT_PROFILE, "--profile", help="'paper' or 'tiny' (stages/train.yaml)"),
     max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="override the spec's max_steps"),
     resume: bool = typer.Option(False, "--resume", help="continue from the latest checkpoint in OUT"),
+    lora: bool = typer.Option(
+        False, "--lora", help="one-GPU mode: LoRA adapters (spec section lora), Bagel frozen, heads trained"
+    ),
+    nproc_per_node: int = typer.Option(
+        1,
+        "--nproc-per-node",
+        min=1,
+        help="processes (GPUs) on this machine: launches torchrun with FSDP2; for several machines run "
+        "torchrun yourself (README)",
+    ),
 ) -> None:
     """Fine-tune Bagel on exported shards with the InterCoG grounding losses."""
+    import os
+
     from groundedit.train.spec import load_train_spec
     from groundedit.train.trainer import train as run_training
 
-    spec = load_train_spec(profile, overrides={"max_steps": max_steps} if max_steps else None)
-    view = _TrainView(spec.max_steps)
+    overrides: dict = {"max_steps": max_steps} if max_steps else {}
+    if lora:
+        overrides["lora"] = {"enabled": True}
+    spec = load_train_spec(profile, overrides=overrides or None)
+    if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+        args = ["--out", str(out), "--profile", profile, *(a for d in data for a in ("--data", d))]
+        args += [*(["--max-steps", str(max_steps)] if max_steps else []), *(["--resume"] if resume else [])]
+        args += ["--lora"] if lora else []
+        raise typer.Exit(_torchrun(nproc_per_node, ["train", *args]))
+    main_rank = os.environ.get("RANK", "0") == "0"
+    view = _TrainView(spec.max_steps) if main_rank else None
     try:
         model_dir = run_training(spec, data, out, resume=resume, on_step=view)
     finally:
-        view.close()
-    console.print(f"model: {model_dir}   metrics: {out / 'metrics.jsonl'}", soft_wrap=True)
+        if view is not None:
+            view.close()
+    if main_rank:
+        console.print(f"model: {model_dir}   metrics: {out / 'metrics.jsonl'}", soft_wrap=True)
+
+
+def _torchrun(nproc: int, cli_args: list[str]) -> int:
+    """Run this CLI under ``torch.distributed.run`` on this machine (one node, a free port); its exit code."""
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    command += ["-m", "groundedit.cli", *cli_args]
+    code = subprocess.run(command, check=False).returncode
+    if code:
+        console.print(f"error: torchrun exited with {code} (the failing rank's error is above)", markup=False)
+    return code
 
 
 class _TrainView:

@@ -15,7 +15,7 @@ two instructions into one text is left out). Randomness is keyed by the row's po
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from groundedit import bagel_parquet as bp
@@ -96,19 +96,27 @@ class BagelParquetSource:
     def units(self) -> list[str]:
         return [f"{file}#{group}" for file, group in self._units]
 
-    def read(self, unit: int, start: int, seed: int) -> Iterator[EditExample | SampleError]:
-        """Items of one unit from row ``start`` on (each an example or the error that skips it)."""
+    def read(
+        self, unit: int, start: int, seed: int, take: Callable[[int], bool] | None = None
+    ) -> Iterator[EditExample | SampleError | None]:
+        """Items of one unit from row ``start`` on (each an example or the error that skips it; None for a
+        row ``take`` refuses, which is not decoded)."""
         import pyarrow.parquet as pq
 
         file, group = self._units[unit]
         try:
             table = pq.ParquetFile(file).read_row_group(group, columns=[IMAGE_LIST, INSTRUCTION_LIST])
         except Exception as e:
-            if start == 0:  # counted once, not again when resuming inside this unit
+            if start == 0 and take is not None and not take(0):
+                yield None  # the error is the unit's one item, and another rank's to count
+            elif start == 0:  # counted once, not again when resuming inside this unit
                 yield SampleError("parquet_unreadable", f"{file} row group {group}: {type(e).__name__}: {e}")
             return
         images, instructions = table.column(IMAGE_LIST), table.column(INSTRUCTION_LIST)
         for row in range(start, table.num_rows):
+            if take is not None and not take(row):
+                yield None
+                continue
             key = f"{file.name}:{group}:{row}"
             rng = random.Random(f"{seed}:{key}")
             try:

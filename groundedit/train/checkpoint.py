@@ -6,10 +6,17 @@ A training checkpoint ``checkpoints/step-NNNNNNN/`` holds ``bagel.safetensors`` 
 skip counts, spec). It is written under a temporary name and renamed, then ``checkpoints/latest`` is
 replaced atomically, so a kill at any moment leaves the previous checkpoint intact.
 
+A distributed run (torchrun, FSDP2) writes ``dcp/`` instead of the three safetensors files and
+``state.pt``: Bagel's shards, the heads and the optimizer state through ``torch.distributed.checkpoint``
+(each rank writes its own shards; the folder must be on storage every node sees), with each rank's data
+position and RNG states in ``meta.json``. It resumes on the same world size.
+
 The inference checkpoint ``model/`` is Bagel in the official layout (``llm_config.json``,
 ``vit_config.json``, ``ema.safetensors``, ``ae.safetensors``, the tokenizer files of the initial model,
 ``groundedit_bagel.json``) plus ``intercog.json`` (the system prompts it was trained with). The auxiliary
-modules are not in it: ``BagelEditor.from_pretrained`` and the official loaders read it strictly.
+modules are not in it: ``BagelEditor.from_pretrained`` and the official loaders read it strictly. A sharded
+model is gathered for it parameter by parameter into rank 0's CPU memory (never whole on one GPU); a LoRA
+run writes the merged weights there and the adapter alone in ``model/adapter/``.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -55,6 +63,41 @@ def latest_checkpoint(out: Path) -> Path | None:
     return path if (path / "meta.json").is_file() else None
 
 
+def _new_checkpoint_dir(out: Path, step: int, tag: str) -> tuple[Path, Path, str]:
+    root = out / CHECKPOINTS
+    name = f"step-{step:07d}"
+    final, tmp = root / name, root / f".{name}.tmp-{tag}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return final, tmp, name
+
+
+def _publish(out: Path, final: Path, tmp: Path, name: str, keep: int) -> None:
+    """Rename the finished checkpoint into place, point ``latest`` at it, prune old ones."""
+    root = out / CHECKPOINTS
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    atomic_write_bytes(root / LATEST, name.encode())
+    crash_point("train:checkpoint-written")
+    for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
+        shutil.rmtree(old)
+
+
+def _rng_state() -> dict:
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def _set_rng_state(rng: dict) -> None:
+    torch.set_rng_state(rng["torch"])
+    random.setstate(_as_tuple(rng["python"]))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
 def save_checkpoint(
     out: Path,
     step: int,
@@ -64,29 +107,24 @@ def save_checkpoint(
     ema: nn.Module | None,
     meta: dict,
     keep: int,
+    trainable_only: bool = False,
 ) -> Path:
-    """Write the training state after ``step`` optimizer steps; keep the newest ``keep`` checkpoints."""
-    root = out / CHECKPOINTS
-    name = f"step-{step:07d}"
-    final, tmp = root / name, root / f".{name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(_state(model), str(tmp / "bagel.safetensors"))
+    """Write the training state after ``step`` optimizer steps; keep the newest ``keep`` checkpoints.
+
+    ``trainable_only`` (LoRA) keeps only Bagel's trained parameters (the adapters): the frozen base is
+    the initial model's, reloaded from it on resume."""
+    final, tmp, name = _new_checkpoint_dir(out, step, str(os.getpid()))
+    bagel = _state(model)
+    if trainable_only:
+        trained = {n for n, p in model.named_parameters() if p.requires_grad}
+        bagel = {k: v for k, v in bagel.items() if k in trained}
+    save_file(bagel, str(tmp / "bagel.safetensors"))
     save_file(_state(heads), str(tmp / "heads.safetensors"))
     if ema is not None:
         save_file(_state(ema.module), str(tmp / "ema.safetensors"))
-    rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save({"optimizer": optimizer.state_dict(), "rng": rng}, tmp / "state.pt")
+    torch.save({"optimizer": optimizer.state_dict(), "rng": _rng_state()}, tmp / "state.pt")
     (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=2))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    atomic_write_bytes(root / LATEST, name.encode())
-    crash_point("train:checkpoint-written")
-    for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
-        shutil.rmtree(old)
+    _publish(out, final, tmp, name, keep)
     return final
 
 
@@ -94,7 +132,12 @@ def load_checkpoint(
     path: Path, model: Bagel, heads: nn.Module, optimizer: torch.optim.Optimizer, ema: nn.Module | None
 ) -> dict:
     """Restore everything :func:`save_checkpoint` wrote (strict keys); returns ``meta.json``."""
-    model.load_state_dict(load_file(str(path / "bagel.safetensors"), device=str(model.device)), strict=True)
+    state = load_file(str(path / "bagel.safetensors"), device=str(model.device))
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    if state.keys() == trained and len(trained) < len(model.state_dict()):
+        model.load_state_dict(state, strict=False)  # trainable-only (LoRA): exactly the trained keys
+    else:
+        model.load_state_dict(state, strict=True)
     device = next(heads.parameters()).device
     heads.load_state_dict(load_file(str(path / "heads.safetensors"), device=str(device)), strict=True)
     if ema is not None:
@@ -104,11 +147,77 @@ def load_checkpoint(
         ema.n_averaged.fill_(1)
     state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"]["torch"])
-    random.setstate(_as_tuple(state["rng"]["python"]))
-    if "cuda" in state["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    _set_rng_state(state["rng"])
     return json.loads((path / "meta.json").read_text())
+
+
+class TrainedModules(nn.Module):
+    """Bagel and the heads under one root, so one distributed state dict names both (``bagel.*``,
+    ``heads.*``) and matches the one optimizer over their parameters."""
+
+    def __init__(self, bagel: nn.Module, heads: nn.Module) -> None:
+        super().__init__()
+        self.bagel, self.heads = bagel, heads
+
+
+def save_sharded_checkpoint(
+    out: Path, step: int, modules: TrainedModules, optimizer, meta: dict, rank_meta: dict, keep: int, world
+) -> Path:
+    """The distributed counterpart of :func:`save_checkpoint`: every rank calls it."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    root = out / CHECKPOINTS
+    name = f"step-{step:07d}"
+    final, tmp = root / name, root / f".{name}.tmp-dcp"
+    if world.main:
+        final, tmp, name = _new_checkpoint_dir(out, step, "dcp")
+    world.barrier()
+    model_state, optim_state = get_state_dict(modules, optimizer)
+    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / "dcp"))
+    ranks = world.gather({**rank_meta, "rng": _json_rng()})
+    if world.main:
+        (tmp / "meta.json").write_text(
+            json.dumps({"step": step, "world_size": world.size, **meta, "ranks": ranks}, indent=2)
+        )
+        _publish(out, final, tmp, name, keep)
+    world.barrier()
+    return final
+
+
+def load_sharded_checkpoint(path: Path, modules: TrainedModules, optimizer, world) -> tuple[dict, dict]:
+    """Restore :func:`save_sharded_checkpoint`'s state on the same world size; (meta, this rank's meta)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    meta = json.loads((path / "meta.json").read_text())
+    if meta.get("world_size") != world.size:
+        raise ValueError(
+            f"{path} was written by {meta.get('world_size', 1)} processes; resume it with as many "
+            f"(--nproc-per-node), not {world.size}"
+        )
+    model_state, optim_state = get_state_dict(modules, optimizer)
+    state = {"model": model_state, "optim": optim_state}
+    dcp.load(state, checkpoint_id=str(path / "dcp"))
+    set_state_dict(modules, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    mine = meta["ranks"][world.rank]
+    random.setstate(_as_tuple(mine["rng"]["python"]))
+    torch.set_rng_state(torch.tensor(mine["rng"]["torch"], dtype=torch.uint8))
+    return meta, mine
+
+
+def _json_rng() -> dict:
+    return {"python": random.getstate(), "torch": torch.get_rng_state().tolist()}
+
+
+def gather_full_state(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """A sharded model's full state on rank 0's CPU, one parameter at a time (None on other ranks)."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(model, options=options)
+    return state if dist.get_rank() == 0 else None
 
 
 def _as_tuple(x):
@@ -116,12 +225,23 @@ def _as_tuple(x):
 
 
 def export_inference(
-    out: Path, model: Bagel, vae: FluxVAE, init_folder: Path, prompts: dict[str, str]
+    out: Path,
+    model: Bagel,
+    vae: FluxVAE,
+    init_folder: Path,
+    prompts: dict[str, str],
+    state: dict[str, torch.Tensor] | None = None,
+    extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write ``out/model/`` in the official layout (see the module docstring), replacing it atomically."""
+    """Write ``out/model/`` in the official layout (see the module docstring), replacing it atomically.
+
+    ``state`` replaces the model's own state dict (gathered or merged); ``extra(folder)`` adds files.
+    """
     final, tmp = out / MODEL_DIR, out / f".{MODEL_DIR}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_bagel(tmp, model, vae)
+    save_bagel(tmp, model, vae, state=state)
+    if extra is not None:
+        extra(tmp)
     for name in TOKENIZER_FILES:
         if (init_folder / name).is_file():
             shutil.copy2(init_folder / name, tmp / name)

@@ -8,15 +8,20 @@ skipped and counted by reason. All randomness is keyed (seed, draw number, epoch
 a few integers per source plus the skip counts — is the whole state: :meth:`DataMixture.state_dict`
 and :meth:`DataMixture.load_state_dict` resume exactly.
 
-Distributed runs shard units by rank: every rank shuffles units identically and takes every
-``world_size``-th one.
+Distributed runs stripe items by rank: every rank walks the same shuffled units and takes every
+``world_size``-th item of the epoch's stream (decoding only its own; the others are passed over unread
+where the format allows: tar members are skipped by offset, parquet rows are not decoded). Draw numbers
+are global (``local * world_size + rank``) and key the source choice and everything built from a
+sample, so with one source and no skipped samples the ``world_size`` ranks together draw exactly the
+samples a one-process run draws, step by step. With several sources, or skips, each rank still draws
+deterministically and resumably, but not the same split as a one-process run.
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -35,7 +40,11 @@ class Source(Protocol):
 
     def units(self) -> list[str]: ...
 
-    def read(self, unit: int, start: int, seed: int) -> Iterator[EditExample | SampleError]: ...
+    def read(
+        self, unit: int, start: int, seed: int, take: Callable[[int], bool] | None = None
+    ) -> Iterator[EditExample | SampleError | None]:
+        """Items from ``start``; items ``take`` refuses are yielded as None, undecoded."""
+        ...
 
 
 def parse_data_arg(arg: str) -> tuple[Path, float]:
@@ -75,14 +84,19 @@ def open_source(path: Path) -> Source:
     raise DataError(f"--data {path}: no .tar shards, shards/ folder, parquet_info.json or .parquet files")
 
 
+_END = object()
+
+
 @dataclass
 class Position:
-    """Where a source's stream stands: unit ``unit`` of the epoch's order, item ``item`` within it."""
+    """Where a source's stream stands: unit ``unit`` of the epoch's order, item ``item`` within it;
+    ``seen`` items of the stream (all epochs, all ranks' together) lie before it."""
 
     epoch: int = 0
     unit: int = 0
     item: int = 0
     used_this_epoch: int = 0
+    seen: int = 0
 
 
 class _Stream:
@@ -99,7 +113,7 @@ class _Stream:
     def order(self, epoch: int) -> list[int]:
         order = list(range(self.n_units))
         random.Random(f"{self.seed}:order:{self.source.name}:{epoch}").shuffle(order)
-        return order[self.rank :: self.world_size]
+        return order
 
     def next(self, skipped: Counter) -> EditExample:
         while True:
@@ -109,16 +123,23 @@ class _Stream:
                     if self.pos.used_this_epoch == 0:
                         reasons = ", ".join(f"{r} {n}" for r, n in skipped.most_common()) or "none"
                         raise DataError(f"--data {self.source.name}: no usable sample (skipped: {reasons})")
-                    self.pos = Position(epoch=self.pos.epoch + 1)
+                    self.pos = Position(epoch=self.pos.epoch + 1, seen=self.pos.seen)
                     continue
                 unit_seed = f"{self.seed}:{self.pos.epoch}"
-                self._items = iter(self.source.read(order[self.pos.unit], self.pos.item, unit_seed))
-            item = next(self._items, None)
-            if item is None:
+                take = None
+                if self.world_size > 1:
+                    first = self.pos.seen - self.pos.item  # stream index of the unit's item 0
+                    take = lambda i, first=first: (first + i) % self.world_size == self.rank  # noqa: E731
+                self._items = iter(self.source.read(order[self.pos.unit], self.pos.item, unit_seed, take))
+            item = next(self._items, _END)
+            if item is _END:
                 self._items = None
                 self.pos.unit, self.pos.item = self.pos.unit + 1, 0
                 continue
             self.pos.item += 1
+            self.pos.seen += 1
+            if item is None:  # another rank's
+                continue
             if isinstance(item, SampleError):
                 skipped[item.reason] += 1
                 continue
@@ -138,6 +159,7 @@ class DataMixture:
         total = sum(w for _, w in sources)
         self.cumulative = [sum(w for _, w in sources[: i + 1]) / total for i in range(len(sources))]
         self.seed, self.draws, self.skipped = seed, 0, Counter()
+        self.rank, self.world_size = rank, world_size
 
     @classmethod
     def from_args(cls, args: list[str], seed: int = 0, rank: int = 0, world_size: int = 1) -> DataMixture:
@@ -153,12 +175,13 @@ class DataMixture:
             _Stream(stream.source, stream.seed, stream.rank, stream.world_size).next(Counter())
 
     def next(self) -> tuple[int, EditExample]:
-        """(draw number, example); the draw number keys the randomness of what is built from it."""
-        u = random.Random(f"{self.seed}:mix:{self.draws}").random()
+        """(global draw number, example); the draw number keys the randomness of what is built from it."""
+        draw = self.draws * self.world_size + self.rank
+        u = random.Random(f"{self.seed}:mix:{draw}").random()
         index = next((i for i, c in enumerate(self.cumulative) if u < c), len(self.cumulative) - 1)
         example = self.streams[index].next(self.skipped)
         self.draws += 1
-        return self.draws - 1, example
+        return draw, example
 
     def state_dict(self) -> dict:
         return {

@@ -71,6 +71,7 @@ class SamplePlan:
     location: tuple[int, int] | None = None  # target-localization ids within the grounding text's ids
     mask: Tensor | None = None  # bool [H, W], the target mask at the source's size
     sam_image: np.ndarray | None = None  # the source, RGB uint8, for the frozen SAM encoder
+    draw: int = 0  # the data mixture's (global) draw number: keys the forward's noise for this sample
 
 
 @dataclass

@@ -7,7 +7,7 @@ key (the member name up to its first dot) in order of first appearance.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from groundedit.imaging import SampleError
@@ -54,17 +54,25 @@ class ShardSource:
     def units(self) -> list[str]:
         return [str(f) for f in self.files]
 
-    def read(self, unit: int, start: int, seed: int) -> Iterator[EditExample | SampleError]:
-        """Items of one shard from sample ``start`` on (each an example or the error that skips it)."""
+    def read(
+        self, unit: int, start: int, seed: int, take: Callable[[int], bool] | None = None
+    ) -> Iterator[EditExample | SampleError | None]:
+        """Items of one shard from sample ``start`` on (each an example or the error that skips it; None
+        for an item ``take`` refuses, which is not read)."""
         tar = self.files[unit]
         try:
             samples = _group(tar)
         except Exception as e:
-            if start == 0:  # counted once, not again when resuming inside this unit
+            if start == 0 and take is not None and not take(0):
+                yield None  # the error is the unit's one item, and another rank's to count
+            elif start == 0:  # counted once, not again when resuming inside this unit
                 yield SampleError("shard_unreadable", f"{tar}: {type(e).__name__}: {e}")
             return
         with open(tar, "rb") as f:
-            for key, members, problems in samples[start:]:
+            for i, (key, members, problems) in enumerate(samples[start:], start):
+                if take is not None and not take(i):
+                    yield None
+                    continue
                 if problems:
                     yield SampleError("unsafe_member", "; ".join(problems))
                     continue

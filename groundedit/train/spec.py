@@ -26,12 +26,31 @@ class Optim(_Section):
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0, description="clip the global gradient L2 norm to this")
     ema_decay: float | None = Field(None, gt=0, lt=1, description="keep an EMA of the weights (None: off)")
+    eight_bit: bool = Field(
+        False, description="8-bit AdamW state on CUDA (torchao, else bitsandbytes); plain AdamW on CPU"
+    )
 
 
 class Freeze(_Section):
     vit: bool = Field(False, description="SigLIP encoder (and its connector) get no updates")
     und: bool = Field(False, description="the LM's understanding expert (and embeddings, lm_head) frozen")
     llm: bool = Field(False, description="the whole language model frozen (both experts)")
+
+
+class LoraSpec(_Section):
+    """LoRA adapters on the LM's projections, in both experts; the rest of Bagel frozen, the auxiliary
+    grounding modules trained in full."""
+
+    enabled: bool = Field(False, description="train LoRA adapters instead of the full model")
+    rank: int = Field(16, ge=1, description="adapter rank r")
+    alpha: float = Field(32.0, gt=0, description="adapter scale is alpha / r")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter's input")
+    targets: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1,
+        description="projections of every LM layer that get an adapter, in both experts",
+    )
+    lr: float | None = Field(1e-4, gt=0, description="learning rate in LoRA mode (None: optim.lr)")
 
 
 class LossWeights(_Section):
@@ -86,6 +105,9 @@ class Runtime(_Section):
     autocast_bf16: bool = Field(True, description="bf16 autocast of the forward on CUDA")
     gradient_checkpointing: bool = Field(True, description="recompute LM layers in the backward")
     cpu_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
+    fsdp_bf16: bool = Field(
+        True, description="multi-process on CUDA: FSDP2 keeps bf16 compute params, reduces gradients in fp32"
+    )
 
 
 class Prompts(_Section):
@@ -110,6 +132,7 @@ class TrainSpec(_Section):
     log_every: int = Field(1, ge=1)
     seed: int = 0
     freeze: Freeze = Field(default_factory=Freeze)
+    lora: LoraSpec = Field(default_factory=LoraSpec)
     loss_weights: LossWeights = Field(default_factory=LossWeights)
     sequence: SequenceSpec = Field(default_factory=SequenceSpec)
     grounding: GroundingSpec = Field(default_factory=GroundingSpec)

@@ -1,14 +1,17 @@
 """InterCoG fine-tuning of Bagel, one loop read top to bottom (the model files know nothing of it).
 
-``train(spec, data, out)``: load Bagel, SAM and the data; build the grounding heads; freeze; AdamW; then for
-each step draw ``batch_size`` examples, build their sequences, group them into packs under the token
-budget, run each pack forward and backward (the loss of a step is the same however it is packed), clip,
-step, update the EMA, log, and checkpoint every ``checkpoint_every`` steps. At the end the inference
-checkpoint is written in the official Bagel layout.
+``train(spec, data, out)``: join the process group when torchrun started us; load Bagel, SAM and the data
+(this rank's stripe); build the grounding heads; freeze; add LoRA adapters (one-GPU mode) or shard Bagel
+with FSDP2 (several processes); AdamW (8-bit state on CUDA when asked); then for each step draw this rank's
+share of ``batch_size`` examples, build their sequences, group them into packs under the token budget, run
+each pack forward and backward (the loss of a step is the same however it is packed and however many
+ranks share it: every term is divided by its global count and gradients are summed), clip, step, update
+the EMA, log, and checkpoint every ``checkpoint_every`` steps. At the end the inference checkpoint is
+written in the official Bagel layout (gathered from the shards, or with the adapters merged).
 
-Randomness is keyed, never drawn from a global stream: the data mixture by draw number, each sample's CFG
-dropout by its draw number, the forward's timesteps and noise by the step. So a resumed run repeats the
-uninterrupted one exactly.
+Randomness is keyed, never drawn from a global stream: the data mixture by global draw number, each
+sample's CFG dropout, VAE posterior draw, timesteps and noise by its draw number (and the step). So a
+resumed run repeats the uninterrupted one exactly, and N processes repeat one process's run.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 
 import torch
@@ -27,14 +29,36 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from groundedit.manifest import atomic_write_bytes
 from groundedit.models.bagel import LoadedBagel, load_bagel
+from groundedit.models.bagel.model import shift_timesteps
 from groundedit.seeding import draw_seed
 
-from .checkpoint import export_inference, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    TrainedModules,
+    export_inference,
+    gather_full_state,
+    latest_checkpoint,
+    load_checkpoint,
+    load_sharded_checkpoint,
+    save_checkpoint,
+    save_sharded_checkpoint,
+)
 from .data import DataMixture
 from .errors import TrainError
 from .grounding import GroundingHeads, SamEncoder
 from .logbook import Logbook
+from .lora import ADAPTER_DIR, add_lora, make_optimizer, merged_state_dict, save_adapter
 from .objective import MASK_PARTS, TERMS, pack_counts, pack_terms
+from .parallel import (
+    World,
+    average_replicated_grads,
+    clip_gradients,
+    close_world,
+    device_of,
+    init_world,
+    load_sharded_weights,
+    shard_bagel,
+    zero_touch,
+)
 from .sequence import Pack, SequenceBuilder, build_pack, group_plans
 from .spec import Freeze, Optim, TrainSpec
 
@@ -114,12 +138,17 @@ def load_sam(ref: str):
     return model, ImageProcessorSettings.from_dict(read_image_processor_config(path))
 
 
-def build_components(spec: TrainSpec) -> Components:
-    """Load Bagel (float32 master weights) and SAM, build the heads (seeded) and the sequence builder."""
+def build_components(
+    spec: TrainSpec, device: torch.device | None = None, bagel_weights: bool = True
+) -> Components:
+    """Load Bagel (float32 master weights; left on the meta device without ``bagel_weights``) and SAM,
+    build the heads (seeded) and the sequence builder."""
     from groundedit.models.hub import resolve
 
-    device = resolve_device(spec.runtime.device)
-    bagel = load_bagel(resolve(spec.models["bagel"]), device=device, dtype=torch.float32)
+    device = device or resolve_device(spec.runtime.device)
+    bagel = load_bagel(
+        resolve(spec.models["bagel"]), device=device, dtype=torch.float32, model_weights=bagel_weights
+    )
     layers = bagel.config.llm.num_hidden_layers
     if not 0 <= spec.grounding.align_layer <= layers:
         raise TrainError(f"grounding.align_layer {spec.grounding.align_layer} is outside 0..{layers}")
@@ -149,51 +178,99 @@ def apply_freezing(c: Components, freeze: Freeze) -> None:
                 p.requires_grad_(False)
 
 
-def lr_at(step: int, optim: Optim) -> float:
-    """Linear warm-up to ``lr`` over ``warmup_steps``, then constant."""
-    return optim.lr * min(1.0, (step + 1) / (optim.warmup_steps + 1))
+def lr_at(step: int, optim: Optim, peak: float | None = None) -> float:
+    """Linear warm-up to ``peak`` (default ``optim.lr``) over ``warmup_steps``, then constant."""
+    return (peak or optim.lr) * min(1.0, (step + 1) / (optim.warmup_steps + 1))
 
 
-def next_plans(data: DataMixture, c: Components, spec: TrainSpec) -> list:
-    """``batch_size`` sample plans; over-long samples are skipped (reason ``too_long``)."""
+def next_plans(data: DataMixture, c: Components, spec: TrainSpec, n: int | None = None) -> list:
+    """``n`` (default ``batch_size``) sample plans; over-long samples are skipped (reason ``too_long``)."""
     plans = []
-    while len(plans) < spec.batch_size:
+    while len(plans) < (n or spec.batch_size):
         draw, example = data.next()
         plan = c.builder.plan(example, random.Random(f"{spec.seed}:sequence:{draw}"))
         if plan.n_tokens > spec.max_tokens_per_sample:
             data.skipped["too_long"] += 1
             continue
+        plan.draw = draw
         plans.append(plan)
     return plans
 
 
+@torch.no_grad()
+def forward_inputs(c: Components, pack: Pack, seed: int, key: str) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """VAE latents and noise of a pack, with its draw-at-train-time timesteps filled in, each sample's drawn
+    from its own generator (keyed by ``key`` and the sample's draw number): a sample gets the same noise
+    whichever pack, and whichever rank, it lands in."""
+    batch, cfg, vae = pack.batch, c.bagel.config, c.bagel.vae
+    latents, noise, times = [], [], list(batch.timesteps)
+    image = 0
+    for sample in pack.samples:
+        g = torch.Generator().manual_seed(draw_seed(seed, f"{key}:{sample.plan.draw}"))
+        n_images = sum(op.kind in ("vae", "noised") for op in sample.plan.ops)
+        for j in range(image, image + n_images):
+            if batch.vae_batching == "per_image":
+                latents.append(vae.encode(batch.vae_images[j][None].to(c.device, vae.dtype), generator=g)[0])
+            if times[j] is None:  # logit-normal draw, then the training shift (the official recipe)
+                times[j] = float(
+                    shift_timesteps(torch.sigmoid(torch.randn((), generator=g)), cfg.train_timestep_shift)
+                )
+            h, w = batch.latent_grids[j]
+            noise.append(torch.randn((h * w, cfg.latent_token_dim), generator=g))
+        image += n_images
+    if batch.vae_batching != "per_image" and batch.vae_images:
+        # The official padded batch encodes a pack's images together: its posterior draw is keyed by the pack.
+        g = torch.Generator().manual_seed(draw_seed(seed, f"{key}:pack:{pack.samples[0].plan.draw}"))
+        latents = c.bagel.model.encode_images(vae, batch.vae_images, g, batch.vae_batching)
+    batch.timesteps = times
+    return latents, (torch.cat(noise) if noise else torch.zeros(0))
+
+
 def step_losses(
-    c: Components, packs: list[Pack], spec: TrainSpec, generator: torch.Generator, backward: bool
+    c: Components,
+    packs: list[Pack],
+    spec: TrainSpec,
+    key: str,
+    backward: bool,
+    world: World | None = None,
 ) -> tuple[float, dict[str, float]]:
-    """Forward (and backward) every pack; returns the step's loss and each term, normalised step-wide."""
-    totals: Counter = Counter()
+    """Forward (and backward) every pack; returns the step's loss and each term, normalised step-wide
+    (over every rank's packs: each term is divided by its count summed over ranks)."""
+    world = world or World()
+    local: Counter = Counter()
     for pack in packs:
-        totals.update(pack_counts(pack))
+        local.update(pack_counts(pack))
+    names = (*TERMS, *MASK_PARTS)
+    totals = dict(zip(names, world.sum([float(local[t]) for t in names]), strict=True))
     weights = spec.loss_weights.model_dump()
-    values: dict[str, float] = dict.fromkeys((*TERMS, *MASK_PARTS), 0.0)
+    values: dict[str, float] = dict.fromkeys(names, 0.0)
     total = 0.0
     use_bf16 = c.device.type == "cuda" and spec.runtime.autocast_bf16
-    for pack in packs:
+    # FSDP needs every rank to run as many forwards and backwards: a rank with fewer packs repeats its
+    # last one with weight zero.
+    n_packs = int(world.max(len(packs)))
+    for k in range(n_packs):
+        pack, scale = (packs[k], 1.0) if k < len(packs) else (packs[-1], 0.0)
+        latents, noise = forward_inputs(c, pack, spec.seed, key)
         with torch.autocast(c.device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = c.bagel.model(
                 pack.batch.to(c.device),
-                vae=c.bagel.vae,
+                latents=latents or None,
+                noise=noise if noise.numel() else None,
                 hidden_layers={spec.grounding.align_layer},
-                generator=generator,
             )
             terms = pack_terms(out, pack, c.heads, c.sam, spec.grounding, c.bagel.config)
         loss = sum(weights[t] * terms.sums[t] / totals[t] for t in TERMS if t in terms.sums)
+        if world.distributed:
+            loss = loss + zero_touch(c.bagel.model)
         if backward:
-            loss.backward()
-        total += float(loss.detach())
-        for t, v in terms.sums.items():
-            values[t] += float(v.detach()) / totals[t]
-    return total, values
+            (loss * (scale * world.size)).backward()  # ranks' gradients are averaged (parallel.py)
+        if scale:
+            total += float(loss.detach())
+            for t, v in terms.sums.items():
+                values[t] += float(v.detach()) / totals[t]
+    summed = world.sum([total, *(values[t] for t in names)])
+    return summed[0], dict(zip(names, summed[1:], strict=True))
 
 
 def train(
@@ -203,40 +280,87 @@ def train(
     resume: bool = False,
     on_step: Callable[[StepRecord], None] | None = None,
 ) -> Path:
-    """Train as ``spec`` says on ``data_args`` (``--data`` values) into ``out``; returns ``out/model``."""
-    out = Path(out)
+    """Train as ``spec`` says on ``data_args`` (``--data`` values) into ``out``; returns ``out/model``.
+
+    Under torchrun every process calls this; rank 0 writes the logs and the inference checkpoint."""
+    world = init_world(spec.runtime.device)
+    try:
+        return _train(spec, data_args, Path(out), resume, on_step, world)
+    finally:
+        close_world(world)
+
+
+def _check_modes(spec: TrainSpec, world: World, device: torch.device) -> None:
+    if spec.batch_size % world.size:
+        raise TrainError(f"batch_size {spec.batch_size} is not a multiple of the {world.size} processes")
+    if world.distributed and spec.lora.enabled:
+        raise TrainError("LoRA is the one-process mode: run it without --nproc-per-node")
+    if spec.optim.ema_decay is not None and (world.distributed or spec.lora.enabled):
+        raise TrainError("optim.ema_decay is supported in full fine-tuning on one process only")
+    if spec.lora.enabled and device.type == "cuda" and not spec.runtime.autocast_bf16:
+        raise TrainError("LoRA on CUDA keeps the frozen weights in bf16: it needs runtime.autocast_bf16")
+
+
+def _train(
+    spec: TrainSpec,
+    data_args: list[str],
+    out: Path,
+    resume: bool,
+    on_step: Callable[[StepRecord], None] | None,
+    world: World,
+) -> Path:
     latest = latest_checkpoint(out)
     if resume and latest is None:
         raise TrainError(f"--resume: {out} holds no training checkpoint")
     if not resume and (latest is not None or (out / "metrics.jsonl").exists()):
         raise TrainError(f"{out} already holds a training run: pass --resume, or choose another --out")
+    world.barrier()  # every rank has looked at OUT before rank 0 writes into it
+    device = device_of(world, spec.runtime.device)
+    _check_modes(spec, world, device)
 
     if spec.runtime.cpu_threads is not None:
         torch.set_num_threads(spec.runtime.cpu_threads)
-    # Data and models are checked before anything is loaded. (A distributed run passes its rank here.)
-    data = DataMixture.from_args(data_args, seed=spec.seed)
+    # Data and models are checked before anything is loaded; each rank reads its stripe of the data.
+    data = DataMixture.from_args(data_args, seed=spec.seed, rank=world.rank, world_size=world.size)
     data.check()
     preflight(spec)
-    c = build_components(spec)
+    # Under torchrun Bagel is built on the meta device, sharded, then filled from rank 0's CPU copy: the
+    # whole model never sits on one GPU.
+    c = build_components(spec, device, bagel_weights=not world.distributed)
     model, heads = c.bagel.model, c.heads
     apply_freezing(c, spec.freeze)
     model.language_model.model.gradient_checkpointing = spec.runtime.gradient_checkpointing
     model.train()
     heads.train()
-    # Parallelism and adapters (FSDP2, LoRA) wrap the model here: after freezing, before the optimizer.
-    params = [p for p in chain(model.parameters(), heads.parameters()) if p.requires_grad]
+    # Adapters or sharding wrap the model here: after freezing, before the optimizer.
     o = spec.optim
-    optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
+    lr_peak = o.lr
+    if spec.lora.enabled:
+        add_lora(model, spec.lora, device)
+        lr_peak = spec.lora.lr or o.lr
+    if world.distributed:
+        shard_bagel(model, device, spec.runtime.fsdp_bf16)
+        load_sharded_weights(model, c.bagel.folder / "ema.safetensors", device, world)
+    model_params = [p for p in model.parameters() if p.requires_grad]
+    head_params = [p for p in heads.parameters() if p.requires_grad]
+    optimizer = make_optimizer(model_params + head_params, o, lr_peak, device)
     ema = None
     if o.ema_decay is not None:
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(o.ema_decay), use_buffers=False)
+    modules = TrainedModules(model, heads)
 
     step = 0
-    out.mkdir(parents=True, exist_ok=True)
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
     run = {"spec": spec.model_dump(mode="json"), "data": data_args}
     if latest is not None:
         try:
-            meta = load_checkpoint(latest, model, heads, optimizer, ema)
+            if world.distributed:
+                meta, mine = load_sharded_checkpoint(latest, modules, optimizer, world)
+                data_state = mine["data"]
+            else:
+                meta = load_checkpoint(latest, model, heads, optimizer, ema)
+                data_state = meta["data"]
         except (RuntimeError, OSError, KeyError, ValueError) as e:
             raise TrainError(f"--resume: {latest} cannot be loaded ({type(e).__name__}: {e})") from e
         if meta["data_args"] != data_args:
@@ -247,29 +371,35 @@ def train(
         if changed:
             raise TrainError(f"--resume: the spec changed since the checkpoint ({', '.join(changed)})")
         step = meta["step"]
-        data.load_state_dict(meta["data"])
-    atomic_write_bytes(out / "run.json", json.dumps(run, indent=2).encode())
-    log = Logbook(out, resume_after=step)
+        data.load_state_dict(data_state)
+    log = None
+    if world.main:
+        atomic_write_bytes(out / "run.json", json.dumps(run, indent=2).encode())
+        log = Logbook(out, resume_after=step)
 
     while step < spec.max_steps:
         started = time.perf_counter()
-        lr = lr_at(step, o)
+        lr = lr_at(step, o, lr_peak)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        plans = next_plans(data, c, spec)
+        plans = next_plans(data, c, spec, spec.batch_size // world.size)
         packs = [
             build_pack(g, c.bagel.config, c.bagel.tokens, spec.sequence.vae_batching)
             for g in group_plans(plans, spec.max_tokens_per_pack)
         ]
-        generator = torch.Generator().manual_seed(draw_seed(spec.seed, f"forward:{step}"))
-        loss, terms = step_losses(c, packs, spec, generator, backward=True)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
+        loss, terms = step_losses(c, packs, spec, f"forward:{step}", backward=True, world=world)
+        average_replicated_grads(world, head_params)
+        grad_norm = clip_gradients([model_params, head_params], o.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
             ema.update_parameters(model)
         step += 1
 
+        counts = world.sum([len(plans), len(packs), sum(p.batch.length for p in packs)])
+        skipped = Counter()
+        for s in world.gather(dict(data.skipped)):
+            skipped.update(s)
         record = StepRecord(
             step=step,
             max_steps=spec.max_steps,
@@ -277,20 +407,45 @@ def train(
             loss=loss,
             terms=terms,
             grad_norm=float(grad_norm),
-            samples=len(plans),
-            packs=len(packs),
-            tokens=sum(p.batch.length for p in packs),
+            samples=int(counts[0]),
+            packs=int(counts[1]),
+            tokens=int(counts[2]),
             seconds=time.perf_counter() - started,
-            skipped=dict(data.skipped),
+            skipped=dict(skipped),
         )
-        if step % spec.log_every == 0 or step == spec.max_steps:
+        if log is not None and (step % spec.log_every == 0 or step == spec.max_steps):
             log.write(record)
-        if on_step is not None:
+        if on_step is not None and world.main:
             on_step(record)
         if step % spec.checkpoint_every == 0 or step == spec.max_steps:
-            meta = {"data": data.state_dict(), "data_args": data_args, "spec": run["spec"]}
-            save_checkpoint(out, step, model, heads, optimizer, ema, meta, spec.keep_checkpoints)
+            meta = {"data_args": data_args, "spec": run["spec"]}
+            if world.distributed:
+                rank_meta = {"data": data.state_dict()}
+                save_sharded_checkpoint(
+                    out, step, modules, optimizer, meta, rank_meta, spec.keep_checkpoints, world
+                )
+            else:
+                meta["data"] = data.state_dict()
+                save_checkpoint(
+                    out, step, model, heads, optimizer, ema, meta, spec.keep_checkpoints, spec.lora.enabled
+                )
 
-    log.close()
-    final = ema.module if ema is not None else model
-    return export_inference(out, final, c.bagel.vae, c.bagel.folder, c.prompts)
+    if log is not None:
+        log.close()
+    return _export(spec, c, out, ema, world)
+
+
+def _export(spec: TrainSpec, c: Components, out: Path, ema, world: World) -> Path:
+    """The inference checkpoint: gathered from the shards, merged from the adapters, or as trained."""
+    model = ema.module if ema is not None else c.bagel.model
+    state, extra = None, None
+    if world.distributed:
+        state = gather_full_state(model)  # a collective: every rank takes part, rank 0 gets the state
+    elif spec.lora.enabled:
+        state = merged_state_dict(model)
+        extra = lambda folder: save_adapter(folder / ADAPTER_DIR, model, spec.lora)  # noqa: E731
+    path = out / "model"
+    if world.main:
+        path = export_inference(out, model, c.bagel.vae, c.bagel.folder, c.prompts, state=state, extra=extra)
+    world.barrier()
+    return path

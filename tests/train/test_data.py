@@ -138,3 +138,27 @@ def test_bagel_parquet_rows_become_edit_chains(tmp_path):
     # a folder of parquet files works without the JSON (row groups from the footers)
     folder = DataMixture.from_args([str(tmp_path)], seed=0)
     assert folder.next()[1].key == examples[0].key
+
+
+def test_ranks_stripe_one_stream_and_resume(tmp_path):
+    """Two ranks take alternate items of the one shuffled stream (across tar files and epochs), with the
+    global draw numbers one process would give them, and each resumes from its own position."""
+    for t, n in enumerate((3, 2)):  # an odd epoch: the stripes run on across epochs
+        write_shard(
+            tmp_path / "shards" / f"s{t}.tar",
+            {f"t{t}k{i}": sample_members(f"t{t}k{i}", seed=i) for i in range(n)},
+        )
+    one = DataMixture.from_args([str(tmp_path)], seed=3)
+    expected = [(draw, ex.key) for draw, ex in (one.next() for _ in range(9))]  # 1.8 epochs
+    ranks = [DataMixture.from_args([str(tmp_path)], seed=3, rank=r, world_size=2) for r in range(2)]
+    got = {}
+    for rank in ranks:
+        for _ in range(2):
+            draw, ex = rank.next()
+            got[draw] = ex.key
+    resumed = DataMixture.from_args([str(tmp_path)], seed=3, rank=1, world_size=2)
+    resumed.load_state_dict(ranks[1].state_dict())
+    for data in (ranks[0], resumed, ranks[0], resumed, ranks[0]):
+        draw, ex = data.next()
+        got[draw] = ex.key
+    assert sorted(got.items()) == expected

@@ -51,7 +51,7 @@ def eval_losses(spec, shard, weights=None) -> dict[str, float]:
         build_pack(g, c.bagel.config, c.bagel.tokens) for g in group_plans(plans, spec.max_tokens_per_pack)
     ]
     with torch.no_grad():
-        return step_losses(c, packs, spec, torch.Generator().manual_seed(123), backward=False)[1]
+        return step_losses(c, packs, spec, "eval", backward=False)[1]
 
 
 def test_training_overfits_one_sample_and_every_term_falls(tiny_run, tmp_path):

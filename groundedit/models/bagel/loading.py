@@ -124,11 +124,17 @@ def default_device_dtype(
 
 
 def load_bagel(
-    path_or_id: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    path_or_id: str | Path,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    *,
+    model_weights: bool = True,
 ) -> LoadedBagel:
     """Load model, VAE and tokenizer from a folder in the official layout (or a hub id).
 
     ``device`` defaults to CUDA when present; ``dtype`` to bfloat16 on CUDA and float32 elsewhere.
+    ``model_weights=False`` leaves the Bagel module on the meta device (keys still checked), for a caller
+    that shards it first and fills it afterwards.
     """
     from transformers import AutoTokenizer
 
@@ -137,7 +143,10 @@ def load_bagel(
     config = read_config(folder)
     with torch.device("meta"):
         model, vae = Bagel(config), FluxVAE(config.vae)
-    load_weights(model, folder / "ema.safetensors", dev, dt)
+    if model_weights:
+        load_weights(model, folder / "ema.safetensors", dev, dt)
+    else:
+        check_keys(model, tensor_shapes(folder / "ema.safetensors"), folder / "ema.safetensors")
     load_weights(vae, folder / "ae.safetensors", dev, dt)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     if len(tokenizer) > config.llm.vocab_size:
@@ -149,8 +158,19 @@ def load_bagel(
     )
 
 
-def save_bagel(folder: str | Path, model: Bagel, vae: FluxVAE, *, extra_config: bool = True) -> Path:
-    """Write configs and weights in the official layout (tokenizer files are the caller's)."""
+def save_bagel(
+    folder: str | Path,
+    model: Bagel,
+    vae: FluxVAE,
+    *,
+    extra_config: bool = True,
+    state: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write configs and weights in the official layout (tokenizer files are the caller's).
+
+    ``state`` replaces ``model.state_dict()`` (a gathered or merged state of a sharded or adapted model);
+    it must have the official names (checked strictly).
+    """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     cfg = model.config
@@ -158,7 +178,13 @@ def save_bagel(folder: str | Path, model: Bagel, vae: FluxVAE, *, extra_config: 
     (out / "vit_config.json").write_text(json.dumps(cfg.vit.to_json_dict(), indent=2))
     if extra_config:
         (out / EXTRA_CONFIG_FILE).write_text(json.dumps(cfg.extra_json_dict(), indent=2))
-    for module, name in ((model, "ema.safetensors"), (vae, "ae.safetensors")):
-        state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-        save_file(state, str(out / name))
+    if state is not None:
+        with torch.device("meta"):
+            check_keys(Bagel(cfg), {k: tuple(v.shape) for k, v in state.items()}, out / "ema.safetensors")
+    states = (
+        (state if state is not None else model.state_dict(), "ema.safetensors"),
+        (vae.state_dict(), "ae.safetensors"),
+    )
+    for tensors, name in states:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(out / name))
     return out
