@@ -108,6 +108,9 @@ def sam_config(size: Size):
         global_attn_indexes=[1],
         mlp_dim=64,
         num_pos_feats=8,
+        # SamVisionConfig's default (1e-10) suits weights that are always loaded; a random model
+        # built with it has a near-zero encoder whose image embedding is the same for every image.
+        initializer_range=0.02,
     )
     prompt = dict(hidden_size=16, image_size=TINY_SAM_SIZE, patch_size=16, mask_input_channels=4)
     decoder = dict(

@@ -133,7 +133,7 @@ TINY_WORDS: tuple[str, ...] = (
     "road",
     "water",
 )
-_FILES_VERSION = 2  # 2: the Chinese tag list
+_FILES_VERSION = 3  # 2: the Chinese tag list; 3: SAM image encoder initialised at std 0.02
 
 
 def bert_vocab(size: int | None = None) -> dict[str, int]:

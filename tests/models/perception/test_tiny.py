@@ -71,3 +71,19 @@ def test_importing_the_package_does_not_import_torch():
     code = "import sys, groundedit.models.perception as p; p.GroundedObject; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_tiny_sam_image_embedding_depends_on_the_image():
+    """A random SAM built with SamVisionConfig's 1e-10 init gives every image the same embedding
+    (then every mask is the same whatever the photo); the tiny one must see its input."""
+    from groundedit.models.perception import architectures
+    from groundedit.models.perception.tiny import build_sam
+
+    model = build_sam("tiny", seed=0)
+    side = architectures.TINY_SAM_SIZE
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 1, 3, side, side, generator=gen)
+    with torch.no_grad():
+        ea, eb = model.get_image_embeddings(a), model.get_image_embeddings(b)
+    assert ea.std() > 0.1
+    assert (ea - eb).abs().mean() > 0.1 * ea.abs().mean()
