@@ -21,27 +21,41 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def runs(sa1b_input, tmp_path_factory, run_pipeline, ray_cluster, tiny_run, enforcing_stages):
     """The shared local run and the same run under Ray (same specs: verdicts enforced). Ray: every
-    stage at once, at most 1 unit between ingest and the driver, so ingest takes unit k+1 only after
-    the driver has combined unit k (the first shard's unit is then done before the last units start,
-    whatever the load)."""
+    stage at once, at most 1 unit between ingest and the driver.
+
+    Ray Data's window is soft: when no stage has a task running it dispatches one anyway (its
+    liveness rule), which happens while the stages' actors start. So this run starts every stage's
+    first actor before streaming (``wait_for_min_actors_s``); ingest then takes unit k+1 only after
+    unit k has left every stage, the export part included."""
+    from ray.data import DataContext
+
     d = tmp_path_factory.mktemp("run-ray")
-    run_pipeline(sa1b_input, d, executor="ray", stages=enforcing_stages, window=1)
+    ctx = DataContext.get_current()
+    before, ctx.wait_for_min_actors_s = ctx.wait_for_min_actors_s, 600
+    try:
+        run_pipeline(sa1b_input, d, executor="ray", stages=enforcing_stages, window=1)
+    finally:
+        ctx.wait_for_min_actors_s = before
     return {"local": tiny_run, "ray": d}
 
 
 def test_ray_streams_export_writes_a_shard_before_ingest_finishes(runs):
-    """From the records the workers wrote (not from timing): the first shard was committed
-    before ingest committed its last unit."""
+    """From the records the workers wrote (not from timing): export wrote the samples of the first
+    shard (its part of the shard's first unit) before ingest committed its last unit, and the
+    driver then cut that shard from them."""
     from groundedit.commits import CommitStore
     from groundedit.sharding import read_shard_stats
 
     out = runs["ray"]
     ingest = CommitStore(out).read_all("ingest")
+    export = CommitStore(out).read_all("export")
     shards = read_shard_stats(out)
     assert len(ingest) >= 3 and shards
-    first_shard = min(s.committed_ns for s in shards)
-    assert first_shard < max(c.committed_ns for c in ingest.values())
-    assert sum(c.committed_ns > first_shard for c in ingest.values()) >= 1
+    first_key = shards[0].first_key
+    (first,) = [c for c in export.values() if any(p.key == first_key for p in c.part_samples)]
+    assert first.committed_ns < max(c.committed_ns for c in ingest.values())
+    assert sum(c.committed_ns > first.committed_ns for c in ingest.values()) >= 1
+    assert shards[0].committed_ns > first.committed_ns, "the shard is cut from that part"
 
 
 def test_same_shards_under_both_executors(runs):
