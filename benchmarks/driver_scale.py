@@ -208,6 +208,8 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     sizes = [int(s) for s in args.sizes.split(",") if s.strip() and int(s)]
     result: dict = {"ingest": [], "planning": None}
+    if args.work:
+        Path(args.work).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ge-driver-", dir=args.work) as tmp:
         tmp = Path(tmp)
         stages = stages_with_unit_size(tmp / "stages", args.unit_size)
