@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from groundedit.train.examples import EditExample, Grounding
@@ -25,12 +24,8 @@ COT = (
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tiny ops on a busy 2-vCPU machine are dominated by thread hand-offs; one thread is much faster.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _single_thread(torch_one_thread):
+    """Every test module here runs torch on one thread (see ``torch_one_thread``)."""
 
 
 def no_dropout(**more) -> dict:

@@ -11,12 +11,8 @@ from groundedit.models.bagel import BagelEditor, LoadedBagel, load_bagel, write_
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Tiny ops on a 2-vCPU VM are dominated by thread hand-offs; one thread is ~20x faster here.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _single_thread(torch_one_thread):
+    """Every test module here runs torch on one thread (see ``torch_one_thread``)."""
 
 
 @pytest.fixture(scope="session")
