@@ -80,6 +80,12 @@ def sa1b_input(tmp_path_factory) -> Path:
     return d
 
 
+def _default_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``groundedit`` in a subprocess (its own process group, so a crash point kills only it)."""
     full_env = {**os.environ, **(env or {})}
@@ -90,6 +96,9 @@ def run_cli(*args: str, env: dict | None = None, check: bool = True) -> subproce
         env=full_env,
         start_new_session=True,
         cwd=REPO,
+        # A pytest started in the background (a non-interactive shell's `&`) ignores SIGINT, and the
+        # child would inherit that: give it a terminal's default, as a user's run has.
+        preexec_fn=_default_sigint,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"groundedit {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
