@@ -11,6 +11,7 @@ from __future__ import annotations
 from groundedit.manifest import digest
 from groundedit.specs import SpecError, StageSpec, load_pipeline, load_spec
 from groundedit.stages import STAGES, RunContext, SinkStage, SourceStage, Stage
+from groundedit.tario import DIGEST_ALGORITHM
 
 
 class StageChain:
@@ -42,7 +43,8 @@ class StageChain:
             raise SpecError("stages between the source and the sink must be sample-to-sample stages")
 
     def _chain_hashes(self) -> dict[str, str]:
-        chain, prev = {}, ""
+        # every record carries content digests: another digest algorithm redoes every stage
+        chain, prev = {}, DIGEST_ALGORITHM
         for name in self.order:
             seed = self.ctx.seed if self.classes[name].uses_seed else None
             prev = chain[name] = digest(prev, self.specs[name].spec_hash(), seed)

@@ -44,6 +44,7 @@ class FileStamp(_Record):
     mtime_ns: int
     inode: int
     digest: str
+    algorithm: str = Field("sha256", description="how digest was made (records from before xxh3 lack it)")
 
 
 class PartSample(_Record):

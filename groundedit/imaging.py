@@ -7,7 +7,9 @@ stages turn into a per-sample rejection instead of a crashed run.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+import zlib
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -17,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 Image.MAX_IMAGE_PIXELS = None
 
 JPEG_QUALITY = 95
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # EXIF orientations that swap width and height.
 _TRANSPOSING = {5, 6, 7, 8}
 
@@ -132,16 +135,42 @@ def decode_rgb(data: bytes, max_pixels: int) -> np.ndarray:
 
 
 def encode_jpeg(rgb: np.ndarray | Image.Image, quality: int = JPEG_QUALITY) -> bytes:
-    """Encode RGB as baseline JPEG with fixed settings, so equal pixel blocks encode equally."""
+    """Encode RGB as baseline JPEG with fixed settings, so equal pixel blocks encode equally, and a
+    restart marker after every MCU row, so a band of rows can be re-encoded alone
+    (:func:`encode_jpeg_rows`)."""
     im = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb, "RGB")
     buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=quality, subsampling="4:2:0", optimize=False)
+    im.save(buf, "JPEG", quality=quality, subsampling="4:2:0", optimize=False, restart_marker_rows=1)
     return buf.getvalue()
+
+
+def encode_jpeg_rows(base: bytes, band: np.ndarray, top: int, quality: int = JPEG_QUALITY) -> bytes:
+    """``encode_jpeg(image, quality)`` byte for byte, where ``base`` is ``encode_jpeg`` of an image
+    that ``image`` equals outside the rows ``band`` covers, and ``band`` is ``image``'s rows
+    ``[top, top + len(band))``, whole MCU rows (:func:`groundedit.jpeg_rows.band_rows`). Only the
+    band is encoded. A ``base`` or band that does not fit raises
+    :class:`~groundedit.jpeg_rows.NotSpliceable`."""
+    from groundedit.jpeg_rows import replace_band
+
+    if len(band) == 0:
+        return base
+    return replace_band(base, encode_jpeg(band, quality), top)
 
 
 def encode_mask_png(mask: np.ndarray) -> bytes:
-    """Encode a boolean mask as a 1-bit greyscale PNG (black / white): any PNG reader opens it, and it
-    encodes ~3x faster and ~6x smaller than 8-bit grey."""
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(mask, dtype=bool)).save(buf, "PNG", compress_level=1)
-    return buf.getvalue()
+    """Encode a boolean mask as a 1-bit greyscale PNG (black / white) that any PNG reader opens.
+
+    Written directly (signature, IHDR, one IDAT of the packed rows with filter 0, IEND): Pillow's
+    encoder runs its row filters on every row, ~5x the time of this for a 3.4 MP mask, and filters
+    gain nothing on 1-bit masks."""
+    h, w = mask.shape
+    rows = np.packbits(np.asarray(mask, dtype=bool), axis=1)
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).tobytes()  # filter byte 0
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0)  # 1 bit, greyscale, deflate, no interlace
+    return (
+        _PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 1)) + chunk(b"IEND", b"")
+    )

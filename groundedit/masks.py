@@ -113,33 +113,30 @@ def check_rle(rle: RLE) -> None:
     """Raise ``SampleError('bad_rle')`` unless the runs are well-formed and cover exactly h*w pixels.
 
     pycocotools decodes without bounds checks, so a corrupt ``counts`` string must be caught here
-    before any decode (it would write past the mask buffer).
+    before any decode (it would write past the mask buffer). The counts string is read the way
+    pycocotools reads it (5-bit groups, low bits first; 0x20 continues a value, 0x10 in its last
+    group makes it negative; from the fourth value on, each is a delta to the value two before),
+    vectorised: an SA-1B photo has ~100 masks of a few hundred characters each.
     """
-    s = rle.counts
-    total = 0
-    runs: list[int] = []
-    p = 0
-    while p < len(s):
-        x = k = 0
-        more = True
-        while more:
-            if p >= len(s):
-                raise SampleError("bad_rle", "counts string ends inside a run")
-            c = ord(s[p]) - 48
-            if not 0 <= c < 64:
-                raise SampleError("bad_rle", f"invalid character {s[p]!r} in counts")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(runs) > 2:
-            x += runs[-2]
-        if x < 0:
-            raise SampleError("bad_rle", "negative run length")
-        runs.append(x)
-        total += x
-    expected = rle.size[0] * rle.size[1]
+    c = np.frombuffer(rle.counts.encode("latin-1", "replace"), dtype=np.uint8).astype(np.int64) - 48
+    if c.size and not ((c >= 0) & (c < 64)).all():
+        bad = rle.counts[int(np.argmax((c < 0) | (c >= 64)))]
+        raise SampleError("bad_rle", f"invalid character {bad!r} in counts")
+    ends = np.flatnonzero((c & 0x20) == 0)  # the last group of each value
+    if c.size and (ends.size == 0 or ends[-1] != c.size - 1):
+        raise SampleError("bad_rle", "counts string ends inside a run")
+    starts = np.concatenate(([0], ends[:-1] + 1)) if ends.size else ends
+    k = np.arange(c.size) - np.repeat(starts, ends - starts + 1)  # group index within its value
+    if c.size and k.max() > 11:
+        raise SampleError("bad_rle", "run length too long")
+    x = np.add.reduceat((c & 0x1F) << (5 * k), starts) if c.size else c
+    x -= np.where(c[ends] & 0x10, np.int64(1) << (5 * (k[ends] + 1)), 0)  # sign-extend
+    runs = x.copy()
+    for first in (1, 2):  # runs[i] = x[i] + runs[i - 2] from i = 3 on: two running sums
+        if runs.size > first:
+            runs[first::2] = np.cumsum(x[first::2])
+    if (runs < 0).any():
+        raise SampleError("bad_rle", "negative run length")
+    total, expected = int(runs.sum()), rle.size[0] * rle.size[1]
     if total != expected:
         raise SampleError("bad_rle", f"runs cover {total} pixels, mask has {expected}")

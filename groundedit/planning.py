@@ -2,7 +2,7 @@
 
 The source stage lists its input lazily (one tar or folder at a time, ``--limit`` applied while
 listing); each unit gets a fingerprint of its content: the tar member table (names, offsets,
-sizes) for tar members, size + sha256 for loose files. A loose file is read again only when its
+sizes) for tar members, size + content digest (XXH3-128) for loose files. A loose file is read again only when its
 size, mtime or inode differ from what the unit's last commit recorded, so ``touch`` or an rsync
 without times costs a re-read, never a rerun. Units go to ``<out>/manifests/plan/`` as they are
 planned (Parquet, one row group per unit), the entries of a unit only when the source stage must
@@ -12,7 +12,6 @@ index; memory stays bounded by the largest tar or folder, not by the input.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -27,7 +26,7 @@ from groundedit.commits import CommitStore, FileStamp
 from groundedit.manifest import atomic_write_bytes, digest
 from groundedit.records import BlobRef, SourceEntry
 from groundedit.scan import KeyIndex
-from groundedit.tario import DIGEST_CHARS
+from groundedit.tario import DIGEST_ALGORITHM, file_digest
 from groundedit.tickets import Ticket
 
 UNITS_PER_PART = 512
@@ -154,11 +153,6 @@ class PlanReader:
         return _ENTRIES.validate_json(row["entries"]), _STAMPS.validate_json(row["stamps"])
 
 
-def _file_digest(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()[:DIGEST_CHARS]
-
-
 def stamp_loose_files(entries: list[SourceEntry], previous: list[FileStamp]) -> tuple[list, list[FileStamp]]:
     """Give every loose-file reference of ``entries`` its size and content digest, reusing a
     previous digest when the file's size, mtime and inode are unchanged. Tar members keep their
@@ -176,17 +170,19 @@ def stamp_loose_files(entries: list[SourceEntry], previous: list[FileStamp]) -> 
             except OSError:
                 return ref  # gone: the source stage reports it
             old = known.get(ref.path)
-            same = old is not None and (old.size, old.mtime_ns, old.inode) == (
+            same = old is not None and (old.size, old.mtime_ns, old.inode, old.algorithm) == (
                 st.st_size,
                 st.st_mtime_ns,
                 st.st_ino,
+                DIGEST_ALGORITHM,
             )
             stamps[ref.path] = FileStamp(
                 path=ref.path,
                 size=st.st_size,
                 mtime_ns=st.st_mtime_ns,
                 inode=st.st_ino,
-                digest=old.digest if same else _file_digest(ref.path),
+                digest=old.digest if same else file_digest(ref.path),
+                algorithm=DIGEST_ALGORITHM,
             )
         s = stamps[ref.path]
         return ref.model_copy(update={"size": s.size, "digest": s.digest})

@@ -37,7 +37,7 @@ class BlobRef(_Record):
     size: int | None = None
     digest: str | None = Field(
         None,
-        description="sha256 of the bytes (first 32 hex digits), recorded when they were written or "
+        description="XXH3-128 of the bytes (32 hex digits), recorded when they were written or "
         "first read; every reader checks it, so bytes that changed since are never trusted",
     )
 

@@ -8,12 +8,13 @@ WebDataset shards.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import xxhash
 
 from groundedit.records import BlobRef
 
@@ -63,12 +64,25 @@ def scan_tar(path: str | Path) -> Iterator[tuple[TarMember, str | None]]:
             )
 
 
+# Content digests of inputs and intermediate files detect change, not attack: XXH3-128 (xxhash)
+# reads ~40 GB/s where sha256 reads ~1.7 GB/s, and a sample's bytes are digested and checked several
+# times on their way to the shards. Published digests (shard stats) stay sha256.
+DIGEST_ALGORITHM = "xxh3-128"
 DIGEST_CHARS = 32
 
 
 def blob_digest(data: bytes) -> str:
-    """The digest a :class:`BlobRef` records: sha256, first 32 hex digits (128 bits)."""
-    return hashlib.sha256(data).hexdigest()[:DIGEST_CHARS]
+    """The digest a :class:`BlobRef` records (:data:`DIGEST_ALGORITHM`, 32 hex digits)."""
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def file_digest(path: str | Path) -> str:
+    """:func:`blob_digest` of a file's content, read in chunks."""
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class BlobChanged(OSError):
@@ -112,32 +126,24 @@ class TarWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self._f = open(self._tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
-        self._sha = hashlib.sha256()
         self.members = 0
 
     def _write(self, data: bytes) -> None:
         self._f.write(data)
-        self._sha.update(data)
-
-    @property
-    def sha256(self) -> str:
-        """Digest of the bytes written so far (the whole file once closed)."""
-        return self._sha.hexdigest()
 
     @property
     def bytes_written(self) -> int:
         return self._f.tell()
 
-    def mark(self) -> tuple[int, int, object]:
-        """A point to :meth:`rollback` to (position, members, digest state)."""
-        return self._f.tell(), self.members, self._sha.copy()
+    def mark(self) -> tuple[int, int]:
+        """A point to :meth:`rollback` to (position, members)."""
+        return self._f.tell(), self.members
 
-    def rollback(self, mark: tuple[int, int, object]) -> None:
+    def rollback(self, mark: tuple[int, int]) -> None:
         """Drop every member added after ``mark`` (a batch that failed part-way)."""
-        pos, self.members, sha = mark
+        pos, self.members = mark
         self._f.seek(pos)
         self._f.truncate()
-        self._sha = sha
 
     def add(self, name: str, data: bytes) -> tuple[int, int]:
         """Append a member; return ``(offset, size)`` of its data inside the tar."""

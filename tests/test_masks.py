@@ -32,6 +32,68 @@ def test_check_rle_catches_corruption():
         masks.check_rle(RLE(size=(6, 6), counts=rle.counts[:-1] + "z"))
 
 
+def _reference_counts_check(rle: RLE) -> None:
+    """pycocotools' counts format read one character at a time: the specification check_rle's
+    vectorised reading must agree with."""
+    s, total, runs, p = rle.counts, 0, [], 0
+    while p < len(s):
+        x = k = 0
+        more = True
+        while more:
+            if p >= len(s):
+                raise SampleError("bad_rle", "ends inside a run")
+            c = ord(s[p]) - 48
+            if not 0 <= c < 64:
+                raise SampleError("bad_rle", "invalid character")
+            x |= (c & 0x1F) << (5 * k)
+            more, p, k = bool(c & 0x20), p + 1, k + 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        if x < 0:
+            raise SampleError("bad_rle", "negative run")
+        runs.append(x)
+        total += x
+    if total != rle.size[0] * rle.size[1]:
+        raise SampleError("bad_rle", "runs cover another area")
+
+
+def test_check_rle_agrees_with_the_format_read_character_by_character():
+    rng = np.random.default_rng(0)
+    verdicts = set()
+    for _ in range(1500):
+        h, w = (int(v) for v in rng.integers(1, 50, 2))
+        m = np.zeros((h, w), bool)
+        m[rng.integers(0, h) :, rng.integers(0, w) :] = True
+        m ^= rng.random((h, w)) < rng.choice([0.0, 0.1])
+        counts, size = masks.encode(m).counts, (h, w)
+        op = rng.integers(0, 5)
+        if op == 1 and counts:  # one character replaced
+            i = int(rng.integers(0, len(counts)))
+            counts = counts[:i] + chr(int(rng.integers(40, 120))) + counts[i + 1 :]
+        elif op == 2:  # cut short
+            counts = counts[: int(rng.integers(0, len(counts) + 1))]
+        elif op == 3:  # one more character
+            counts += chr(int(rng.integers(48, 112)))
+        elif op == 4:
+            size = (h + 1, w)
+        rle = RLE(size=size, counts=counts)
+        try:
+            _reference_counts_check(rle)
+            want = "ok"
+        except SampleError:
+            want = "bad_rle"
+        try:
+            masks.check_rle(rle)
+            got = "ok"
+        except SampleError as e:
+            got = e.reason
+        assert got == want, (size, counts)
+        verdicts.add(want)
+    assert verdicts == {"ok", "bad_rle"}
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_orientation_matches_pil(orientation):
     a = (np.arange(12).reshape(3, 4) * 20).astype(np.uint8)

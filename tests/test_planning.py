@@ -57,9 +57,12 @@ def test_loose_files_fingerprint_by_content_not_mtime(tmp_path, monkeypatch):
     again, restamped = stamp_loose_files(entries, stamps)
     assert unit_fingerprint(again) == fp
     calls = []
-    monkeypatch.setattr(planning, "_file_digest", lambda p: calls.append(p) or "x" * 32)
+    monkeypatch.setattr(planning, "file_digest", lambda p: calls.append(p) or "x" * 32)
     stamp_loose_files(entries, restamped)
     assert calls == [], "unchanged size, mtime and inode: the recorded digest is reused"
+    older = [s.model_copy(update={"algorithm": "sha256"}) for s in restamped]
+    stamp_loose_files(entries, older)
+    assert calls == [str(path.resolve())], "a digest made another way is made again"
     monkeypatch.undo()
     path.write_bytes(b"other version")  # same size, other bytes
     os.utime(path, ns=(1, 1))

@@ -16,11 +16,13 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from groundedit.editing import blend, crop_window, dilate, edit_metrics
-from groundedit.imaging import SampleError, encode_jpeg
+from groundedit.imaging import SampleError, encode_jpeg, encode_jpeg_rows
+from groundedit.jpeg_rows import NotSpliceable, band_rows
 from groundedit.pixels import source_image, target_mask
 from groundedit.records import Sample
 from groundedit.seeding import sampling_seed
 from groundedit.stages.base import Stage, UnitIO
+from groundedit.tario import read_blob
 
 
 class EditParams(BaseModel):
@@ -171,5 +173,18 @@ class EditStage(Stage):
                     f"EGA {m.ega:.3f}, changed outside {m.change_outside:.4f}, inside {m.change_inside:.4f}"
                 )
                 return s.reject(self.name, reason, detail)
-        ref = io.artifacts.add(f"{s.key}.edited.jpg", encode_jpeg(result, p.jpeg_quality))
+        ref = io.artifacts.add(f"{s.key}.edited.jpg", self._encode(s, result, window, io))
         return s.model_copy(update={"artifacts": {**s.artifacts, "edited.jpg": ref}})
+
+    def _encode(self, s: Sample, result: np.ndarray, window, io: UnitIO) -> bytes:
+        """``edited.jpg``: the edit changed rows of ``window`` only, so only they are encoded and
+        spliced into ``src.jpg`` (the same bytes as a full encode; :mod:`groundedit.jpeg_rows`). A
+        ``src.jpg`` written otherwise (another quality, an older run) gets the full encode."""
+        q = self.params.jpeg_quality
+        top, bottom = band_rows(window[1], window[3], result.shape[0])
+        if "src.jpg" in s.artifacts:
+            try:
+                return encode_jpeg_rows(read_blob(s.artifacts["src.jpg"], io.out), result[top:bottom], top, q)
+            except NotSpliceable:
+                pass
+        return encode_jpeg(result, q)

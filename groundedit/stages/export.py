@@ -16,9 +16,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from groundedit.commits import PartSample
+from groundedit.manifest import digest
 from groundedit.records import ExportRecord, Provenance, Sample
 from groundedit.stages.base import SinkStage
-from groundedit.tario import TarWriter, read_blob
+from groundedit.tario import TarWriter, blob_digest, read_blob
 
 SHARD_PATTERN = "groundedit-{:06d}.tar"
 IMAGE_MEMBERS = ("src.jpg", "grounded.jpg", "edited.jpg", "mask.png")
@@ -92,24 +93,30 @@ class ExportStage(SinkStage):
     name = "export"
     Params = ExportParams
 
-    def sample_members(self, s: Sample) -> list[tuple[str, bytes]]:
+    def sample_members(self, s: Sample) -> list[tuple[str, bytes, str]]:
+        """``(member, bytes, digest)`` of each member of the sample's export, the record last."""
         names = [m for m in IMAGE_MEMBERS if m in s.artifacts]
-        data = [(m, read_blob(s.artifacts[m], self.ctx.out)) for m in names]  # digests checked
-        record = export_record(s, [*names, "json"])
-        return [*data, ("json", record.model_dump_json(by_alias=True).encode())]
+        # read_blob checks each image against the digest its stage recorded
+        images = [(m, read_blob(s.artifacts[m], self.ctx.out), s.artifacts[m].digest) for m in names]
+        record = export_record(s, [*names, "json"]).model_dump_json(by_alias=True).encode()
+        return [*images, ("json", record, blob_digest(record))]
 
     def write_part(self, samples: list[Sample], path: Path) -> tuple[list[PartSample], str]:
-        """Each sample's members, contiguous, in input order; return their byte spans."""
+        """Each sample's members, contiguous, in input order; return their byte spans and the part's
+        digest. The tar's layout is fixed by its members, so the digest is taken over each member's
+        name and content digest (the images' were recorded when they were written and checked when
+        read), not over the part's bytes: the images are not hashed a second time."""
         path.unlink(missing_ok=True)  # a previous attempt's part
         if not samples:
             return [], ""
         writer = TarWriter(path)
-        spans = []
+        spans, members = [], []
         try:
             for s in samples:
                 start = writer.bytes_written
-                for member, data in self.sample_members(s):
+                for member, data, data_digest in self.sample_members(s):
                     writer.add(f"{s.key}.{member}", data)
+                    members.append((f"{s.key}.{member}", len(data), data_digest or blob_digest(data)))
                 spans.append(
                     PartSample(key=s.key, start=start, end=writer.bytes_written, edit_type=s.edit_type)
                 )
@@ -117,4 +124,4 @@ class ExportStage(SinkStage):
         except BaseException:
             writer.abort()
             raise
-        return spans, writer.sha256
+        return spans, digest(members)

@@ -120,3 +120,61 @@ def test_preflight_names_the_files_missing_from_a_local_bagel_folder(tmp_path):
         "edit.editor/ae.safetensors",
     ]
     assert all("hf download ByteDance-Seed/BAGEL-7B-MoT --local-dir DIR" in line for line in lines)
+
+
+def test_edited_jpg_is_the_full_encode_whether_spliced_into_src_jpg_or_not(
+    stage, tiny_run, tmp_path, monkeypatch
+):
+    """edited.jpg re-encodes only the rows the edit window crosses, spliced into the render stage's
+    src.jpg: the bytes must be those of a full encode of the edited image, and a sample without a
+    usable src.jpg (none, or one written with other settings) gets the full encode."""
+    from io import BytesIO
+
+    from PIL import Image as PILImage
+
+    from groundedit.pixels import source_image
+    from groundedit.tario import read_blob
+
+    rendered = [
+        s
+        for p in sorted((tiny_run / "data" / "render").glob("*-?????.parquet"))
+        for s in read_rows(p, Sample)
+    ]
+    batch = [_as(s, t) for s, t in zip(rendered[:2], ["color change", "remove"], strict=True)]
+    lenient = EditStage(
+        stage.spec.model_copy(
+            update={"params": {**stage.spec.params, "min_ega": 0.0, "max_change_outside": 1.0}}
+        ),
+        stage.ctx,
+    )
+    lenient.editor, lenient.inpainter = stage.editor, stage.inpainter
+    import groundedit.imaging
+
+    heights: list[int] = []  # rows of every image JPEG-encoded
+    real = groundedit.imaging.encode_jpeg
+    monkeypatch.setattr(
+        groundedit.imaging, "encode_jpeg", lambda a, *q: heights.append(len(a)) or real(a, *q)
+    )
+    monkeypatch.setattr("groundedit.stages.edit.encode_jpeg", groundedit.imaging.encode_jpeg)
+    results, encoded = {}, {}
+    for name, samples in {
+        "spliced": batch,
+        "no src.jpg": [s.model_copy(update={"artifacts": {}}) for s in batch],
+    }.items():
+        io = UnitIO(unit="u", out=tiny_run, artifacts=ArtifactPack(tmp_path, f"{name}.tar"))
+        heights.clear()
+        results[name] = lenient.process_batch(samples, io)
+        encoded[name] = list(heights)
+        io.artifacts.commit()
+    full_heights = [s.source.height for s in batch]
+    assert encoded["no src.jpg"] == full_heights
+    assert encoded["spliced"] and all(h < f for h, f in zip(encoded["spliced"], full_heights, strict=True)), (
+        "with src.jpg only the rows of the edit window are encoded"
+    )
+    for spliced, full in zip(results["spliced"], results["no src.jpg"], strict=True):
+        assert spliced.rejection is None and full.rejection is None
+        a = read_blob(spliced.artifacts["edited.jpg"], tmp_path)
+        b = read_blob(full.artifacts["edited.jpg"], tmp_path)
+        assert a == b
+        edited = np.asarray(PILImage.open(BytesIO(a)))
+        assert not np.array_equal(edited, np.asarray(source_image(spliced)))
