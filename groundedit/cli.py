@@ -119,18 +119,22 @@ def run(
         help="backpressure: at most N units between the first stage and the last (default: twice "
         "the stages' workers, at least 8)",
     ),
+    force: bool = typer.Option(
+        False, "--force", help="write into an --out folder that holds other files (not a run folder)"
+    ),
 ) -> None:
     """Run the pipeline (or one stage) over INPUT into OUT, resuming what is finished."""
     from groundedit.executors import EXECUTORS, make_executor
     from groundedit.pipeline import Pipeline
     from groundedit.schedule import SCHEDULES
-    from groundedit.settings import resolve_settings
+    from groundedit.settings import check_out_folder, resolve_settings
     from groundedit.stages import RunContext
 
     if out.exists() and not out.is_dir():
         raise CliError(f"--out {out} is a file, not a folder")
     if input is not None and not input.exists():
         raise CliError(f"input {input} does not exist")
+    check_out_folder(out, input, force)
     if profile is not None and profile not in available_profiles():
         raise CliError(
             f"unknown profile '{profile}' (choose from: {', '.join(sorted(available_profiles()))})"
@@ -287,6 +291,11 @@ def fixture(
 ) -> None:
     """Write a deterministic synthetic SA-1B input (tars of multi-object photos with masks)."""
     from groundedit.fixtures import write_sa1b_fixture
+
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and next(out.iterdir(), None) is not None:
+        raise CliError(f"--out {out} is not empty: the fixture goes into a new or empty folder")
 
     tars = write_sa1b_fixture(
         out, images=images, images_per_tar=images_per_tar, size=(width, height), seed=seed

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -93,6 +95,32 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+@contextmanager
+def _decoding() -> Iterator[None]:
+    """Map what PIL raises while decoding pixels to reason codes."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    except SampleError:
+        raise
+    except OSError as e:
+        reason = "image_truncated" if "truncated" in str(e) else "image_decode_error"
+        raise SampleError(reason, str(e)) from e
+    except (SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise SampleError("image_decode_error", str(e)) from e
+
+
+def check_decodes(im: Image.Image) -> None:
+    """Decode ``im`` (from :func:`open_image`, not loaded yet) to its end, to catch truncated or corrupt
+    files before any stage works on them. A JPEG decodes at its smallest DCT scale (1/8): libjpeg
+    still reads the whole entropy-coded stream, so truncation shows, at a fraction of a full
+    decode's cost. Consumes ``im``: its size afterwards is the reduced one."""
+    with _decoding():
+        im.draft(None, (1, 1))  # JPEG only; other formats ignore it and decode in full
+        im.load()
+
+
 def decode_image(data: bytes, max_pixels: int, size: tuple[int, int] | None = None) -> Image.Image:
     """Decode to an 8-bit RGB PIL image, EXIF orientation applied.
 
@@ -103,26 +131,17 @@ def decode_image(data: bytes, max_pixels: int, size: tuple[int, int] | None = No
     """
     im = open_image(data, max_pixels)
     orientation = exif_orientation(im)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if size is not None:
-                stored = (size[1], size[0]) if orientation in _TRANSPOSING else size
-                if stored != im.size:
-                    im.draft(None, stored)  # JPEG only; other formats ignore it
-            im.load()
-            if orientation != 1:
-                im = ImageOps.exif_transpose(im)
-            im = _to_rgb(im)
-            if size is not None and im.size != size:
-                im = im.resize(size, Image.Resampling.LANCZOS)
-    except SampleError:
-        raise
-    except OSError as e:
-        reason = "image_truncated" if "truncated" in str(e) else "image_decode_error"
-        raise SampleError(reason, str(e)) from e
-    except (SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise SampleError("image_decode_error", str(e)) from e
+    with _decoding():
+        if size is not None:
+            stored = (size[1], size[0]) if orientation in _TRANSPOSING else size
+            if stored != im.size:
+                im.draft(None, stored)  # JPEG only; other formats ignore it
+        im.load()
+        if orientation != 1:
+            im = ImageOps.exif_transpose(im)
+        im = _to_rgb(im)
+        if size is not None and im.size != size:
+            im = im.resize(size, Image.Resampling.LANCZOS)
     return im
 
 

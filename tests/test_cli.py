@@ -293,3 +293,48 @@ def test_report_export_and_eval_from_the_command_line(cli, tiny_run, tmp_path):
         and proc.stderr.startswith("error: --to")
         and "not an empty folder" in proc.stderr
     )
+
+
+def _main(args: list[str], capsys) -> tuple[int, list[str]]:
+    """Run the CLI in this process; its exit code and its non-empty stderr lines."""
+    from groundedit.cli import main
+
+    rc = main(args)
+    return rc, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_out_must_be_new_empty_or_a_run_folder_unless_forced(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    write_sa1b_fixture(photos, images=1, images_per_tar=1)
+    rc, lines = _main(["run", *_tiny("--input", str(photos), "--out", str(photos))], capsys)
+    assert rc == 1 and lines == [
+        f"error: --out {photos} is the --input folder: give the run a folder of its own"
+    ]
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    rc, lines = _main(
+        ["run", *_tiny("--stage", "ingest", "--input", str(photos), "--out", str(busy))], capsys
+    )
+    assert rc == 1 and len(lines) == 1
+    assert (
+        lines[0].startswith(f"error: --out {busy} is not empty and not a run folder")
+        and "--force" in lines[0]
+    )
+    assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"], "nothing written"
+    args = ["run", *_tiny("--stage", "ingest", "--input", str(photos), "--out", str(busy))]
+    assert _main([*args, "--force"], capsys)[0] == 0
+    assert (busy / "notes.txt").read_text() == "mine" and RunInfo.load(busy) is not None
+    assert _main(args, capsys)[0] == 0, "a run folder resumes without --force"
+
+
+def test_fixture_refuses_a_folder_that_is_not_empty(tmp_path, capsys):
+    out = tmp_path / "input"
+    args = ["fixture", "--out", str(out), "--images", "1", "--width", "32", "--height", "32"]
+    out.mkdir()
+    assert _main(args, capsys)[0] == 0, "an empty folder is fine"
+    rc, lines = _main([*args, "--seed", "1"], capsys)
+    assert rc == 1 and lines == [
+        f"error: --out {out} is not empty: the fixture goes into a new or empty folder"
+    ]
+    assert [p.name for p in out.iterdir()] == ["sa_000000.tar"]

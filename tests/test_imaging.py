@@ -8,6 +8,7 @@ from PIL import Image
 
 from groundedit.imaging import (
     SampleError,
+    check_decodes,
     decode_image,
     decode_rgb,
     encode_jpeg,
@@ -40,6 +41,33 @@ def test_errors_have_specific_reasons():
     with pytest.raises(SampleError) as e:
         open_image(jpeg, max_pixels=599)
     assert e.value.reason == "too_many_pixels" and "600" in e.value.detail
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_truncation_in_the_scan_data_is_caught_by_the_reduced_decode(progressive):
+    from groundedit.fixtures import synthetic_photo
+
+    rgb, _ = synthetic_photo(np.random.default_rng(1), 320, 240, 4)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=90, progressive=progressive)
+    jpeg = buf.getvalue()
+    im = open_image(jpeg, 10**6)
+    check_decodes(im)
+    assert im.size == (40, 30), "decoded at 1/8 scale"
+    for cut in (len(jpeg) // 2, len(jpeg) - 300):
+        im = open_image(jpeg[:cut], 10**6)
+        assert im.size == (320, 240), "the header alone does not show it"
+        with pytest.raises(SampleError) as e:
+            check_decodes(im)
+        assert e.value.reason == "image_truncated"
+
+
+def test_a_truncated_png_is_caught_by_the_full_decode():
+    png = _png(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    check_decodes(open_image(png, 10**6))
+    with pytest.raises(SampleError) as e:
+        check_decodes(open_image(png[: len(png) // 2], 10**6))
+    assert e.value.reason == "image_truncated"
 
 
 def test_modes_become_rgb():
