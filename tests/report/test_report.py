@@ -123,6 +123,29 @@ def test_a_missing_thumbnail_is_reported_by_the_page(report, tmp_path):
     assert any(first in e for e in errors), errors
 
 
+@pytest.fixture(scope="module")
+def odd_names_report(odd_names_run, tmp_path_factory):
+    return build_report(odd_names_run, tmp_path_factory.mktemp("odd-report") / "report")
+
+
+@pytest.mark.slow
+def test_unicode_and_hashed_keys_get_a_thumbnail_each(odd_names_report, odd_names_run, shard_reader):
+    keys = set(shard_reader(odd_names_run))
+    assert any(not k.isascii() for k in keys) and any("~" in k for k in keys)
+    kept = [src for src in Page(odd_names_report.read_text()).images if src.startswith("thumbs/kept/")]
+    assert {src.removeprefix("thumbs/kept/").split(".")[0] for src in kept} == keys
+    assert len(set(kept)) == len(kept), "no two samples share a thumbnail file"
+    assert all((odd_names_report.parent / src).is_file() for src in kept)
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_thumbnails_of_unicode_and_hashed_keys_load(odd_names_report, odd_names_run, shard_reader, tmp_path):
+    dom = open_in_chromium(odd_names_report, tmp_path / "shot.png")
+    assert json.loads(dom.body["data-errors"]) == [], "every thumbnail loaded"
+    assert set(dom.kept) == set(shard_reader(odd_names_run))
+
+
 @pytest.mark.slow
 def test_gallery_limit_and_pages(tiny_run, tmp_path):
     page = build_report(tiny_run, tmp_path / "r", gallery_limit=1, rejected_per_reason=0)
