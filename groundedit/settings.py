@@ -75,6 +75,8 @@ def check_out_folder(out: Path, input: Path | None, force: bool = False) -> None
     writes ``data/``, ``shards/`` and more there, and reading or mixing them up loses data."""
     if input is not None and input.resolve() == out.resolve():
         raise SettingsError(f"--out {out} is the --input folder: give the run a folder of its own")
+    if input is not None and is_run_folder(input):
+        raise SettingsError(f"--input {input} is a groundedit run folder: its outputs are not input")
     if not out.is_dir() or force or is_run_folder(out):
         return
     if next(out.iterdir(), None) is not None:

@@ -310,6 +310,13 @@ def test_out_must_be_new_empty_or_a_run_folder_unless_forced(tmp_path, capsys):
     assert rc == 1 and lines == [
         f"error: --out {photos} is the --input folder: give the run a folder of its own"
     ]
+    RunInfo(input=str(tmp_path), profile="tiny", seed=0).save(photos)
+    rc, lines = _main(["run", *_tiny("--input", str(photos), "--out", str(tmp_path / "new"))], capsys)
+    assert rc == 1 and lines == [
+        f"error: --input {photos} is a groundedit run folder: its outputs are not input"
+    ]
+    assert not (tmp_path / "new").exists()
+    (photos / "manifests" / "run.json").unlink()
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
