@@ -296,7 +296,9 @@ def assert_units_as_status_counts(page: Path, run: Path, stages: Path) -> None:
         assert units == f"{status[stage].units_done}/{status[stage].units_planned}", (stage, units)
     shards = len(list((run / "shards").glob("*.tar")))
     note = f"{shards} shard{'' if shards == 1 else 's'}"
-    assert rows["export"][0] == f"done ({note})" and status["export"].detail == note, "shards beside the units"
+    assert rows["export"][0] == f"done ({note})" and status["export"].detail == note, (
+        "shards beside the units"
+    )
 
 
 def test_report_counts_units_as_status_does(zero_kept_run, spine_stages, tmp_path):
