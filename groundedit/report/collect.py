@@ -35,6 +35,7 @@ class RejectedItem:
     detail: str
     raw: str | None
     thumbs: dict[str, str]
+    scores: dict[str, float | int]  # the scores it had when dropped (none absent)
 
 
 @dataclass
@@ -201,4 +202,5 @@ def _rejected_item(run: RunData, r: RejectedSample, folder: Path) -> RejectedIte
             thumbs[col] = f"{base}.{col}.jpg"
     if not thumbs and write_thumb(run.rejected_image(r, "source"), folder / f"{base}.src.jpg"):
         thumbs["src"] = f"{base}.src.jpg"
-    return RejectedItem(r.key, r.detail, r.raw, thumbs)
+    scores = {k: v for k, v in r.sample.scores.model_dump().items() if v is not None}
+    return RejectedItem(r.key, r.detail, r.raw, thumbs, scores)
