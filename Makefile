@@ -50,6 +50,7 @@ test-fast:
 
 # The whole story on a tiny input: build shards, train a few steps on them, edit one photo with the result.
 demo:
+	rm -rf $(DEMO_DIR)/input
 	$(BIN)/groundedit fixture --out $(DEMO_DIR)/input --images 12
 	$(BIN)/groundedit run --stage all --input $(DEMO_DIR)/input --out $(DEMO_DIR)/run --profile tiny
 	$(BIN)/groundedit status --out $(DEMO_DIR)/run

@@ -82,21 +82,27 @@ def run(
     input: Path | None = typer.Option(
         None,
         "--input",
+        metavar="PATH",
         help="SA-1B tar shard, one image, or a folder of shards / images (searched "
         "recursively); a run folder that exists reuses its own",
     ),
-    out: Path = typer.Option(..., "--out", help="run folder (created; rerun to resume)"),
-    stage: str = typer.Option("all", "--stage", help=f"'all', or one stage: {_stage_names()}"),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="run folder (created; rerun to resume)"),
+    stage: str = typer.Option(
+        "all", "--stage", metavar="STAGE", help=f"'all', or one stage: {_stage_names()}"
+    ),
     profile: str | None = typer.Option(
         None,
         "--profile",
+        metavar="NAME",
         help=f"'{DEFAULT_PROFILE}' (real models, the default) or 'tiny'; a run folder "
         "that exists reuses its own",
     ),
-    executor: str = typer.Option("ray", "--executor", help="'ray' or 'local'"),
-    seed: int | None = typer.Option(None, "--seed", help="seed of every random choice (default 0)"),
+    executor: str = typer.Option("ray", "--executor", metavar="ray|local", help="'ray' or 'local'"),
+    seed: int | None = typer.Option(
+        None, "--seed", metavar="N", help="seed of every random choice (default 0)"
+    ),
     limit: int | None = typer.Option(
-        None, "--limit", min=0, help="use only the first N input images (0: no limit)"
+        None, "--limit", metavar="N", min=0, help="use only the first N input images (0: no limit)"
     ),
     reconfigure: bool = typer.Option(
         False,
@@ -104,10 +110,13 @@ def run(
         help="allow another --input/--profile/--seed than the run folder was "
         "made with; the stages they change are redone",
     ),
-    ray_address: str | None = typer.Option(None, "--ray-address", help="join this Ray cluster"),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", metavar="HOST:PORT", help="join this Ray cluster"
+    ),
     schedule: str = typer.Option(
         "stream",
         "--schedule",
+        metavar="stream|stages",
         help="'stream': every stage at once, units flowing from one to the next (stages are split "
         "only where GPUs run short); 'stages': one stage at a time, for GPUs that cannot hold "
         "every model",
@@ -115,22 +124,27 @@ def run(
     units_in_flight: int | None = typer.Option(
         None,
         "--units-in-flight",
+        metavar="N",
         min=1,
         help="backpressure: at most N units between the first stage and the last (default: twice "
         "the stages' workers, at least 8)",
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="write into an --out folder that holds other files (not a run folder)"
     ),
 ) -> None:
     """Run the pipeline (or one stage) over INPUT into OUT, resuming what is finished."""
     from groundedit.executors import EXECUTORS, make_executor
     from groundedit.pipeline import Pipeline
     from groundedit.schedule import SCHEDULES
-    from groundedit.settings import resolve_settings
+    from groundedit.settings import check_out_folder, resolve_settings
     from groundedit.stages import RunContext
 
     if out.exists() and not out.is_dir():
         raise CliError(f"--out {out} is a file, not a folder")
     if input is not None and not input.exists():
         raise CliError(f"input {input} does not exist")
+    check_out_folder(out, input, force)
     if profile is not None and profile not in available_profiles():
         raise CliError(
             f"unknown profile '{profile}' (choose from: {', '.join(sorted(available_profiles()))})"
@@ -249,7 +263,7 @@ def _print_quarantined(out: Path, failed: dict[tuple[str, str], str]) -> None:
 
 
 @app.command()
-def status(out: Path = typer.Option(..., "--out", help="run folder")) -> None:
+def status(out: Path = typer.Option(..., "--out", metavar="DIR", help="run folder")) -> None:
     """Per-stage progress of a run folder, from its manifests."""
     from groundedit.chain import StageChain
     from groundedit.manifest import RunInfo
@@ -278,15 +292,27 @@ def status(out: Path = typer.Option(..., "--out", help="run folder")) -> None:
 
 @app.command()
 def fixture(
-    out: Path = typer.Option(..., "--out", help="folder for the synthetic SA-1B shards"),
-    images: int = typer.Option(12, "--images", min=1),
-    images_per_tar: int = typer.Option(6, "--images-per-tar", min=1),
-    width: int = typer.Option(320, "--width", min=16),
-    height: int = typer.Option(240, "--height", min=16),
-    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(
+        ..., "--out", metavar="DIR", help="folder for the shards sa_000000.tar, ... (created)"
+    ),
+    images: int = typer.Option(12, "--images", metavar="N", min=1, help="photos in all"),
+    images_per_tar: int = typer.Option(
+        6, "--images-per-tar", metavar="N", min=1, help="photos per shard (the last one may hold fewer)"
+    ),
+    width: int = typer.Option(320, "--width", metavar="PX", min=16, help="width of every photo"),
+    height: int = typer.Option(240, "--height", metavar="PX", min=16, help="height of every photo"),
+    seed: int = typer.Option(
+        0, "--seed", metavar="N", help="seed of the photos and masks (the same seed, the same input)"
+    ),
 ) -> None:
-    """Write a deterministic synthetic SA-1B input (tars of multi-object photos with masks)."""
+    """Write a deterministic synthetic SA-1B input: tar shards of multi-object photos (sa_<id>.jpg),
+    each with its SA-1B annotation JSON (sa_<id>.json, one COCO RLE mask per object)."""
     from groundedit.fixtures import write_sa1b_fixture
+
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and next(out.iterdir(), None) is not None:
+        raise CliError(f"--out {out} is not empty: the fixture goes into a new or empty folder")
 
     tars = write_sa1b_fixture(
         out, images=images, images_per_tar=images_per_tar, size=(width, height), seed=seed
@@ -296,11 +322,13 @@ def fixture(
 
 @app.command()
 def report(
-    out: Path = typer.Option(..., "--out", help="run folder"),
-    to: Path | None = typer.Option(None, "--to", help="report folder (default: OUT/report)"),
-    gallery_limit: int = typer.Option(500, "--gallery-limit", min=0, help="kept samples in the gallery"),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="run folder"),
+    to: Path | None = typer.Option(None, "--to", metavar="DIR", help="report folder (default: OUT/report)"),
+    gallery_limit: int = typer.Option(
+        500, "--gallery-limit", metavar="N", min=0, help="kept samples in the gallery"
+    ),
     rejected_per_reason: int = typer.Option(
-        12, "--rejected-per-reason", min=0, help="rejected samples shown per stage and reason"
+        12, "--rejected-per-reason", metavar="N", min=0, help="rejected samples shown per stage and reason"
     ),
 ) -> None:
     """Write a static HTML report of a run: funnel, distributions, cost, gallery, rejections."""
@@ -312,13 +340,17 @@ def report(
 
 @app.command()
 def export(
-    out: Path = typer.Option(..., "--out", help="run folder (its export stage finished)"),
-    format: str = typer.Option(..., "--format", help="'bagel-parquet' or 'hf'"),
-    to: Path = typer.Option(..., "--to", help="new folder for the converted data"),
-    layout: str = typer.Option("both", "--layout", help="bagel-parquet: 'edit', 'chain' or 'both'"),
-    rows_per_file: int = typer.Option(1024, "--rows-per-file", min=1, help="bagel-parquet rows per file"),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="run folder (its export stage finished)"),
+    format: str = typer.Option(..., "--format", metavar="bagel-parquet|hf", help="'bagel-parquet' or 'hf'"),
+    to: Path = typer.Option(..., "--to", metavar="DIR", help="new folder for the converted data"),
+    layout: str = typer.Option(
+        "both", "--layout", metavar="edit|chain|both", help="bagel-parquet: 'edit', 'chain' or 'both'"
+    ),
+    rows_per_file: int = typer.Option(
+        1024, "--rows-per-file", metavar="N", min=1, help="bagel-parquet rows per file"
+    ),
     rows_per_group: int = typer.Option(
-        64, "--rows-per-group", min=1, help="bagel-parquet rows per row group"
+        64, "--rows-per-group", metavar="N", min=1, help="bagel-parquet rows per row group"
     ),
 ) -> None:
     """Convert a run's exported samples to another training format (Bagel parquet, HF datasets)."""
@@ -344,29 +376,58 @@ def export(
 
 @app.command("eval")
 def eval_(
-    bench: Path = typer.Option(..., "--bench", help="bench .jsonl, SmartEdit folder, or a run folder"),
-    reader: str | None = typer.Option(None, "--reader", help="jsonl, smartedit or shards (default: guess)"),
-    edited: Path | None = typer.Option(None, "--edited", help="folder of the editor's outputs"),
-    to: Path = typer.Option(Path("eval-results"), "--to", help="folder for samples.csv and summary.csv"),
-    profile: str = typer.Option(DEFAULT_PROFILE, "--profile", help="judge model: 'paper' or 'tiny'"),
+    bench: Path = typer.Option(
+        ..., "--bench", metavar="PATH", help="bench .jsonl, SmartEdit folder, or a run folder"
+    ),
+    reader: str | None = typer.Option(
+        None, "--reader", metavar="jsonl|smartedit|shards", help="jsonl, smartedit or shards (default: guess)"
+    ),
+    edited: Path | None = typer.Option(
+        None, "--edited", metavar="DIR", help="folder of the editor's outputs"
+    ),
+    to: Path | None = typer.Option(
+        None,
+        "--to",
+        metavar="DIR",
+        help="folder for samples.csv and summary.csv (default: BENCH/eval for a run folder, else "
+        "./eval-results)",
+    ),
+    profile: str | None = typer.Option(
+        None,
+        "--profile",
+        metavar="NAME",
+        help=f"judge model: '{DEFAULT_PROFILE}' or 'tiny' (default: the scored run folder's own profile, "
+        f"else '{DEFAULT_PROFILE}')",
+    ),
     judge: bool = typer.Option(True, "--judge/--no-judge", help="score ES with the VLM judge"),
-    seed: int = typer.Option(0, "--seed", help="seed of the judge's sampling"),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="seed of the judge's sampling"),
     change_threshold: int = typer.Option(
-        24, "--change-threshold", min=0, max=255, help="EGA: changed if a channel moves more"
+        24, "--change-threshold", metavar="0-255", min=0, max=255, help="EGA: changed if a channel moves more"
     ),
     metrics_size: int = typer.Option(
-        256, "--metrics-size", min=0, help="PSNR/SSIM/LPIPS resize (0: source size)"
+        256, "--metrics-size", metavar="PX", min=0, help="PSNR/SSIM/LPIPS resize (0: source size)"
     ),
-    lpips_net: str = typer.Option("squeeze", "--lpips-net", help="LPIPS backbone: squeeze or alex"),
-    lpips_backbone: Path | None = typer.Option(None, "--lpips-backbone", help="torchvision backbone .pth"),
-    lpips_linear: Path | None = typer.Option(None, "--lpips-linear", help="lpips linear-layer .pth"),
-    clip_model: Path | None = typer.Option(None, "--clip-model", help="local CLIP model folder"),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="score only the first N items"),
+    lpips_net: str = typer.Option(
+        "squeeze", "--lpips-net", metavar="squeeze|alex", help="LPIPS backbone: squeeze or alex"
+    ),
+    lpips_backbone: Path | None = typer.Option(
+        None, "--lpips-backbone", metavar="FILE", help="torchvision backbone .pth"
+    ),
+    lpips_linear: Path | None = typer.Option(
+        None, "--lpips-linear", metavar="FILE", help="lpips linear-layer .pth"
+    ),
+    clip_model: Path | None = typer.Option(
+        None, "--clip-model", metavar="DIR", help="local CLIP model folder"
+    ),
+    limit: int | None = typer.Option(
+        None, "--limit", metavar="N", min=1, help="score only the first N items"
+    ),
 ) -> None:
     """Score edits on a benchmark: EGA, leakage, PSNR/SSIM (unedited region), LPIPS, CLIP, judge ES."""
     import itertools
 
     from groundedit.evaluation import (
+        RUN_RESULTS,
         EditJudge,
         EvalOptions,
         evaluate,
@@ -376,7 +437,13 @@ def eval_(
         write_items_csv,
         write_summary_csv,
     )
+    from groundedit.manifest import RunInfo
 
+    run_info = RunInfo.load(bench) if bench.is_dir() else None
+    if profile is None:
+        profile = run_info.profile if run_info is not None else DEFAULT_PROFILE
+    if to is None:
+        to = bench / RUN_RESULTS if run_info is not None else Path("eval-results")
     if profile not in available_profiles():
         raise CliError(
             f"unknown profile '{profile}' (choose from: {', '.join(sorted(available_profiles()))})"
@@ -422,12 +489,19 @@ def train(
     data: list[str] = typer.Option(
         ...,
         "--data",
+        metavar="PATH[=WEIGHT]",
         help="training data, repeatable: a run folder, shards/ folder or .tar (our shards), or a Bagel "
         "parquet_info .json / folder of .parquet; PATH=WEIGHT sets a source's mixing weight (default 1)",
     ),
-    out: Path = typer.Option(..., "--out", help="output folder: checkpoints, metrics.jsonl, model/"),
-    profile: str = typer.Option(DEFAULT_PROFILE, "--profile", help="'paper' or 'tiny' (stages/train.yaml)"),
-    max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="override the spec's max_steps"),
+    out: Path = typer.Option(
+        ..., "--out", metavar="DIR", help="output folder: checkpoints, metrics.jsonl, model/"
+    ),
+    profile: str = typer.Option(
+        DEFAULT_PROFILE, "--profile", metavar="NAME", help="'paper' or 'tiny' (stages/train.yaml)"
+    ),
+    max_steps: int | None = typer.Option(
+        None, "--max-steps", metavar="N", min=1, help="override the spec's max_steps"
+    ),
     resume: bool = typer.Option(False, "--resume", help="continue from the latest checkpoint in OUT"),
     lora: bool = typer.Option(
         False, "--lora", help="one-GPU mode: LoRA adapters (spec section lora), Bagel frozen, heads trained"
@@ -435,6 +509,7 @@ def train(
     nproc_per_node: int = typer.Option(
         1,
         "--nproc-per-node",
+        metavar="N",
         min=1,
         help="processes (GPUs) on this machine: launches torchrun with FSDP2; for several machines run "
         "torchrun yourself (README)",
@@ -511,6 +586,51 @@ class _TrainView:
             self.progress.stop()
 
 
+class _EditView:
+    """Progress of ``groundedit edit``: edits finished, and where the current batch stands (its phase:
+    tokens of a text, or denoising steps of an image). Fed by the editors' ``on_progress`` events."""
+
+    def __init__(self, edits: int, batch_size: int) -> None:
+        self.batch_size, self.batches = batch_size, -(-edits // batch_size)
+        columns = [
+            TextColumn("{task.description:<32}"),
+            BarColumn(bar_width=30),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}"),
+            TimeElapsedColumn(),
+        ]
+        self.progress = Progress(*columns, console=console)
+        self.edits = self.progress.add_task("edits", total=edits, unit="")
+        self.phase = self.progress.add_task("starting", total=None, unit="")
+        self.where = ""
+
+    def __enter__(self) -> _EditView:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def __call__(self, ev) -> None:
+        from groundedit.models.bagel.progress import FINISHED
+
+        if ev.phase == FINISHED:
+            self.progress.update(self.edits, completed=ev.first + ev.size)
+            return
+        where = (
+            f"batch {ev.first // self.batch_size + 1}/{self.batches}: {ev.phase}"
+            if self.batches > 1
+            else ev.phase
+        )
+        if where != self.where:  # a new phase: its bar and its clock start afresh
+            self.where = where
+            self.progress.reset(
+                self.phase, description=where, completed=ev.done, total=ev.total, unit=ev.unit
+            )
+        else:
+            self.progress.update(self.phase, completed=ev.done, total=ev.total)
+
+
 def _edit_jobs(
     image: Path | None, instruction: str | None, batch: Path | None
 ) -> list[tuple[str, Path, str]]:
@@ -550,17 +670,25 @@ def _edit_jobs(
 @app.command()
 def edit(
     ckpt: Path = typer.Option(
-        ..., "--ckpt", help="a training output folder, or a Bagel folder (official layout)"
+        ..., "--ckpt", metavar="DIR", help="a training output folder, or a Bagel folder (official layout)"
     ),
-    image: Path | None = typer.Option(None, "--image", help="image to edit"),
-    instruction: str | None = typer.Option(None, "--instruction", help="what to change"),
-    batch: Path | None = typer.Option(None, "--batch", help='JSONL of {"image": ..., "instruction": ...}'),
+    image: Path | None = typer.Option(None, "--image", metavar="FILE", help="image to edit"),
+    instruction: str | None = typer.Option(
+        None, "--instruction", metavar="INSTRUCTION", help="what to change"
+    ),
+    batch: Path | None = typer.Option(
+        None, "--batch", metavar="FILE", help='JSONL of {"image": ..., "instruction": ...}'
+    ),
     reasoning: bool = typer.Option(False, "--reasoning", help="ground the target first (InterCoG)"),
-    out: Path = typer.Option(Path("edits"), "--out", help="folder for the results"),
-    steps: int = typer.Option(50, "--steps", min=2, help="denoising steps per image"),
-    seed: int = typer.Option(0, "--seed"),
-    max_text_tokens: int = typer.Option(1000, "--max-text-tokens", min=1, help="cap of each reasoning text"),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="edits per forward"),
+    out: Path = typer.Option(Path("edits"), "--out", metavar="DIR", help="folder for the results"),
+    steps: int = typer.Option(
+        50, "--steps", metavar="N", min=2, help="sampling timesteps per image (N - 1 denoising steps)"
+    ),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="edit i is seeded with N + i"),
+    max_text_tokens: int = typer.Option(
+        1000, "--max-text-tokens", metavar="N", min=1, help="cap of each reasoning text"
+    ),
+    batch_size: int = typer.Option(8, "--batch-size", metavar="N", min=1, help="edits per forward"),
 ) -> None:
     """Edit images with a (fine-tuned) Bagel; --reasoning also saves the grounding text and image."""
     import json
@@ -595,25 +723,17 @@ def edit(
         raise CliError(str(e)) from e
     texts = [t for _, _, t in jobs]
     rows = []
-    with console.status(f"editing {len(jobs)} image(s){' with reasoning' if reasoning else ''}"):
+    with _EditView(len(jobs), batch_size) as view:
         if reasoning:
             results = ReasoningEditor(editor, prompts["grounding_system"]).edit(
-                images, texts, seed=seed, steps=steps, max_text_tokens=max_text_tokens, batch_size=batch_size
+                images,
+                texts,
+                seed=seed,
+                steps=steps,
+                max_text_tokens=max_text_tokens,
+                batch_size=batch_size,
+                on_progress=view,
             )
-            for (name, path, text), r in zip(jobs, results, strict=True):
-                files = {
-                    "grounding": out / f"{name}.grounding.txt",
-                    "grounded": out / f"{name}.grounded.png",
-                    "description": out / f"{name}.description.txt",
-                    "edited": out / f"{name}.edited.png",
-                }
-                files["grounding"].write_text(r.grounding)
-                r.grounded.save(files["grounded"])
-                files["description"].write_text(r.description)
-                r.edited.save(files["edited"])
-                rows.append(
-                    {"image": str(path), "instruction": text, **{k: str(v) for k, v in files.items()}}
-                )
         else:
             edited: list[Image.Image] = editor.edit(
                 images,
@@ -622,19 +742,34 @@ def edit(
                 steps=steps,
                 system_prompt=prompts["edit_system"],
                 batch_size=batch_size,
+                on_progress=view,
             )
-            for (name, path, text), im in zip(jobs, edited, strict=True):
-                im.save(out / f"{name}.edited.png")
-                rows.append(
-                    {"image": str(path), "instruction": text, "edited": str(out / f"{name}.edited.png")}
-                )
+    if reasoning:
+        for (name, path, text), r in zip(jobs, results, strict=True):
+            files = {
+                "grounding": out / f"{name}.grounding.txt",
+                "grounded": out / f"{name}.grounded.png",
+                "description": out / f"{name}.description.txt",
+                "edited": out / f"{name}.edited.png",
+            }
+            files["grounding"].write_text(r.grounding)
+            r.grounded.save(files["grounded"])
+            files["description"].write_text(r.description)
+            r.edited.save(files["edited"])
+            rows.append({"image": str(path), "instruction": text, **{k: str(v) for k, v in files.items()}})
+    else:
+        for (name, path, text), im in zip(jobs, edited, strict=True):
+            im.save(out / f"{name}.edited.png")
+            rows.append({"image": str(path), "instruction": text, "edited": str(out / f"{name}.edited.png")})
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     console.print(f"wrote {len(rows)} edit(s) to {out} (results.jsonl)", soft_wrap=True)
 
 
 @app.command()
 def doctor(
-    profile: str = typer.Option(DEFAULT_PROFILE, "--profile", help="the profile whose needs are checked"),
+    profile: str = typer.Option(
+        DEFAULT_PROFILE, "--profile", metavar="NAME", help="the profile whose needs are checked"
+    ),
 ) -> None:
     """Is this machine ready for a run: torch/CUDA, GPUs, vLLM, every model and file, and how to get each."""
     from groundedit.doctor import diagnose, render

@@ -10,6 +10,8 @@ import io
 import struct
 import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -96,6 +98,70 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+@contextmanager
+def _decoding() -> Iterator[None]:
+    """Map what PIL raises while decoding pixels to reason codes."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    except SampleError:
+        raise
+    except OSError as e:
+        reason = "image_truncated" if "truncated" in str(e) else "image_decode_error"
+        raise SampleError(reason, str(e)) from e
+    except (SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise SampleError("image_decode_error", str(e)) from e
+
+
+def check_complete(data: bytes, im: Image.Image) -> None:
+    """Raise ``SampleError('image_truncated')`` unless ``data`` (opened as ``im`` by
+    :func:`open_image`) holds its image to the end, judged from the file's structure: a JPEG's
+    end-of-image marker after its first scan, a PNG's IEND chunk, a WebP's RIFF size. Cheap (a
+    search, not a decode), so every file is checked at ingest; data that is complete but corrupt
+    shows at the first decode. Other formats are decoded in full."""
+    if im.format == "JPEG":
+        complete = _jpeg_complete(data)
+    elif im.format == "PNG":
+        complete = _png_complete(data)
+    elif im.format == "WEBP":
+        complete = len(data) >= 8 + int.from_bytes(data[4:8], "little")
+    else:
+        with _decoding():
+            im.load()
+        return
+    if not complete:
+        raise SampleError("image_truncated", f"{im.format} data ends before the end of the image")
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    """Walk the marker segments to the first scan (skipping embedded thumbnails), then look for the
+    end-of-image marker: inside entropy-coded data 0xFF is always followed by 0x00 or a restart
+    marker, so an EOI after the first scan is the image's own, and a cut file has none."""
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        pos += 2 + length
+        if marker == 0xDA:  # start of scan
+            return data.find(b"\xff\xd9", pos) >= 0
+    return False
+
+
+def _png_complete(data: bytes) -> bool:
+    """Walk the chunks (length, type, data, CRC) to IEND."""
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        if data[pos + 4 : pos + 8] == b"IEND":
+            return pos + 12 + length <= len(data)
+        pos += 12 + length
+    return False
+
+
 def decode_image(data: bytes, max_pixels: int, size: tuple[int, int] | None = None) -> Image.Image:
     """Decode to an 8-bit RGB PIL image, EXIF orientation applied.
 
@@ -106,26 +172,17 @@ def decode_image(data: bytes, max_pixels: int, size: tuple[int, int] | None = No
     """
     im = open_image(data, max_pixels)
     orientation = exif_orientation(im)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if size is not None:
-                stored = (size[1], size[0]) if orientation in _TRANSPOSING else size
-                if stored != im.size:
-                    im.draft(None, stored)  # JPEG only; other formats ignore it
-            im.load()
-            if orientation != 1:
-                im = ImageOps.exif_transpose(im)
-            im = _to_rgb(im)
-            if size is not None and im.size != size:
-                im = im.resize(size, Image.Resampling.LANCZOS)
-    except SampleError:
-        raise
-    except OSError as e:
-        reason = "image_truncated" if "truncated" in str(e) else "image_decode_error"
-        raise SampleError(reason, str(e)) from e
-    except (SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise SampleError("image_decode_error", str(e)) from e
+    with _decoding():
+        if size is not None:
+            stored = (size[1], size[0]) if orientation in _TRANSPOSING else size
+            if stored != im.size:
+                im.draft(None, stored)  # JPEG only; other formats ignore it
+        im.load()
+        if orientation != 1:
+            im = ImageOps.exif_transpose(im)
+        im = _to_rgb(im)
+        if size is not None and im.size != size:
+            im = im.resize(size, Image.Resampling.LANCZOS)
     return im
 
 

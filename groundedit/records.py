@@ -115,6 +115,16 @@ class Scores(_Record):
     change_inside: float | None = Field(None, description="mean absolute change inside the box, 0..1")
 
 
+def format_score(value: float | int | None) -> str:
+    """A score as people read it, the same everywhere (report, rejection details): three decimals for a
+    measured score, a verdict (int) as is, ``-`` when absent."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool | int):
+        return str(int(value))
+    return f"{value:.3f}"
+
+
 class Rejection(_Record):
     """Why a stage dropped a sample. ``reason`` is a stable snake_case code; ``raw`` keeps model output."""
 

@@ -43,10 +43,12 @@ class StageSummary:
 
     stage: str
     complete: bool
-    units: int
+    units: int  # done (a current commit), as `groundedit status` counts them
     rows_in: int
     kept: int
     rejected: dict[str, int]
+    units_planned: int = 0
+    shards: int | None = None  # the export sink: shards written
     seconds: float = 0.0  # worker wall seconds over its units
     setup_seconds: float = 0.0  # model loading, summed over workers
     gpu_seconds: float = 0.0
@@ -114,10 +116,12 @@ class RunData:
                 StageSummary(
                     name,
                     m.complete,
-                    m.shards if sink and m.shards is not None else m.units_done,
+                    m.units_done,
                     m.rows_in,
                     m.exported if sink and m.exported is not None else m.kept,
                     {} if sink else dict(sorted(m.rejected.items(), key=lambda kv: (-kv[1], kv[0]))),
+                    units_planned=m.units_planned,
+                    shards=m.shards if sink else None,
                     seconds=m.seconds,
                     setup_seconds=m.setup_seconds,
                     gpu_seconds=m.gpu_seconds,

@@ -2,30 +2,26 @@
 plain image folders, in a stable order, as :class:`SourceEntry` rows grouped into units.
 
 Tars are listed by header (data is skipped with seeks) and never extracted; each entry keeps the
-byte range of its member so workers read it directly.
+byte range of its member so workers read it directly. Run folders inside the input are skipped.
+Each entry's key follows :mod:`groundedit.keys`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+from groundedit.keys import path_hash, photo_key, sa1b_key
 from groundedit.records import BlobRef, SourceEntry
+from groundedit.settings import is_run_folder
 from groundedit.tario import scan_tar
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")  # also the order an annotation pairs in
-_UNSAFE_KEY = re.compile(r"[^A-Za-z0-9_-]+")
 ROOT_GROUP = "@input"  # the input folder's own files; '@' never appears in a quoted path
 _MAX_GROUP_CHARS = 160
-
-
-def make_key(name: str) -> str:
-    """A WebDataset key from a file stem or relative path: no dots (WebDataset splits on them)."""
-    return _UNSAFE_KEY.sub("_", name).strip("_") or "sample"
 
 
 def group_id(relative: str) -> str:
@@ -44,14 +40,15 @@ def _split(name: str) -> tuple[str, str]:
     return stem, ext.lower()
 
 
-def _entries_from_tar(tar: Path) -> Iterator[SourceEntry]:
+def _entries_from_tar(tar: Path, relative: str) -> Iterator[SourceEntry]:
     images: dict[str, list[tuple]] = {}
     annotations: dict[str, tuple] = {}
+    readable = relative.removesuffix(".tar")
     for member, unsafe in scan_tar(tar):
         stem, ext = _split(member.name)
         if unsafe:
             yield SourceEntry(
-                key=make_key(f"{tar.stem}-{stem}"),
+                key=photo_key(f"{readable}/{member.name}", f"{relative}/{member.name}"),
                 dataset="images",
                 file_name=member.name,
                 image=BlobRef(path=str(tar), member=member.name),
@@ -61,28 +58,29 @@ def _entries_from_tar(tar: Path) -> Iterator[SourceEntry]:
             continue
         ref = BlobRef(path=str(tar), member=member.name, offset=member.offset, size=member.size)
         if ext in IMAGE_EXTENSIONS:
-            images.setdefault(stem, []).append((member.name, ref))
+            key = photo_key(f"{readable}/{member.name}", f"{relative}/{member.name}")
+            images.setdefault(stem, []).append((member.name, ref, key))
         elif ext == ".json":
             annotations[stem] = (member.name, ref)
-    yield from _pair(images, annotations, key_prefix="")
+    yield from _pair(images, annotations)
 
 
 def _by_extension(found: list[tuple]) -> list[tuple]:
-    return sorted(found, key=lambda nr: (IMAGE_EXTENSIONS.index(_split(nr[0])[1]), nr[0]))
+    return sorted(found, key=lambda f: (IMAGE_EXTENSIONS.index(_split(f[0])[1]), f[0]))
 
 
-def _pair(images: dict[str, list[tuple]], annotations: dict, key_prefix: str) -> Iterator[SourceEntry]:
-    """Pair images with annotations by stem. Several images may share a stem (``a.jpg`` beside
-    ``a.png``): the first by extension order keeps the plain key and any annotation, the others
-    get their extension in the key, so each file is its own sample."""
+def _pair(images: dict[str, list[tuple]], annotations: dict) -> Iterator[SourceEntry]:
+    """Pair images ``(name, ref, photo key)`` with annotations by stem. An annotated image is an
+    SA-1B image and named by its file name; when several images share the annotation's stem
+    (``a.jpg`` beside ``a.png``), the first by extension order takes it, and every other image is
+    a photo of its own."""
     for stem in sorted(set(images) | set(annotations)):
         ann = annotations.get(stem)
-        # SA-1B names are unique across the dataset; plain photos are told apart by their folder.
-        key = make_key(Path(stem).name if ann else key_prefix + Path(stem).name)
-        if stem not in images:
+        found = _by_extension(images.get(stem, []))
+        if ann is not None and not found:
             name, ref = ann
             yield SourceEntry(
-                key=key,
+                key=sa1b_key(stem),
                 dataset="sa1b",
                 file_name=name,
                 image=ref,
@@ -90,54 +88,50 @@ def _pair(images: dict[str, list[tuple]], annotations: dict, key_prefix: str) ->
                 error_detail=f"annotation {name} has no image beside it",
             )
             continue
-        (name, ref), *others = _by_extension(images[stem])
-        yield SourceEntry(
-            key=key,
-            dataset="sa1b" if ann else "images",
-            file_name=name,
-            image=ref,
-            annotation=ann[1] if ann else None,
-        )
-        for name, ref in others:
+        if ann is not None:
+            (name, ref, _), *found = found
             yield SourceEntry(
-                key=make_key(f"{key_prefix}{Path(stem).name}_{_split(name)[1][1:]}"),
-                dataset="images",
-                file_name=name,
-                image=ref,
+                key=sa1b_key(stem), dataset="sa1b", file_name=name, image=ref, annotation=ann[1]
             )
+        for name, ref, key in found:
+            yield SourceEntry(key=key, dataset="images", file_name=name, image=ref)
 
 
 def _entries_from_files(files: list[Path], directory: Path, root: Path) -> Iterator[SourceEntry]:
     images: dict[str, list[tuple]] = {}
     annotations: dict[str, tuple] = {}
+    rel = directory.relative_to(root)
+    prefix = "" if rel == Path(".") else rel.as_posix() + "/"
     for path in files:
         stem, ext = _split(path.name)
         if ext in IMAGE_EXTENSIONS:
-            images.setdefault(stem, []).append((path.name, BlobRef(path=str(path.resolve()))))
+            ref = BlobRef(path=str(path.resolve()))
+            images.setdefault(stem, []).append(
+                (path.name, ref, photo_key(prefix + path.name, prefix + path.name))
+            )
         elif ext == ".json":
             annotations[stem] = (path.name, BlobRef(path=str(path.resolve())))
-    rel = directory.relative_to(root)
-    prefix = "" if rel == Path(".") else "_".join(rel.parts) + "_"
-    yield from _pair(images, annotations, key_prefix=prefix)
+    yield from _pair(images, annotations)
 
 
 def _entries_from_dir(directory: Path, files: list[str], root: Path) -> Iterator[SourceEntry]:
     yield from _entries_from_files([directory / f for f in sorted(files)], directory, root)
 
 
-def iter_groups(path: Path) -> Iterator[tuple[str, Iterator[SourceEntry]]]:
+def iter_groups(path: Path, exclude: Path | None = None) -> Iterator[tuple[str, Iterator[SourceEntry]]]:
     """The input as ``(group id, entries)``, one group per tar and per folder, in a stable order,
     listed lazily: a group is read only when its entries are consumed, so memory holds one group
     (the largest tar or folder), never the whole input.
 
     The input is a folder (searched recursively, folders in sorted order, each one's tars before
-    its own files), one tar shard, or one image."""
+    its own files), one tar shard, or one image. Run folders inside it are skipped, and so is
+    ``exclude`` (the run's own folder, which may not be a run folder yet)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"input {path} does not exist")
     if path.is_file():
         if path.name.endswith(".tar"):
-            yield group_id(path.name), _entries_from_tar(path)
+            yield group_id(path.name), _entries_from_tar(path, path.name)
             return
         if path.suffix.lower() in IMAGE_EXTENSIONS:
             yield ROOT_GROUP, _entries_from_files([path], path.parent, path.parent)
@@ -145,26 +139,44 @@ def iter_groups(path: Path) -> Iterator[tuple[str, Iterator[SourceEntry]]]:
         raise ValueError(
             f"input file {path} is neither a .tar shard nor an image ({', '.join(IMAGE_EXTENSIONS)})"
         )
+    skip = exclude.resolve() if exclude is not None else None
+    if path.resolve() == skip:
+        raise ValueError(f"the input {path} is the run folder itself: give --out another folder")
+    if is_run_folder(path):
+        raise ValueError(f"the input {path} is a groundedit run folder: its outputs are not input")
     for dirpath, dirnames, filenames in os.walk(path):
-        dirnames.sort()  # walk order: sorted, depth first (the order of sorted relative paths)
         d = Path(dirpath)
+        # walk order: sorted, depth first (the order of sorted relative paths)
+        dirnames[:] = sorted(n for n in dirnames if not _skipped(d / n, skip))
         for name in sorted(f for f in filenames if f.endswith(".tar")):
-            yield group_id(str((d / name).relative_to(path))), _entries_from_tar(d / name)
+            relative = (d / name).relative_to(path).as_posix()
+            yield group_id(relative), _entries_from_tar(d / name, relative)
         rel = d.relative_to(path)
         files = [f for f in filenames if not f.endswith(".tar") and (d / f).is_file()]
         if files:
             yield (group_id(str(rel)) if rel.parts else ROOT_GROUP), _entries_from_dir(d, files, path)
 
 
-def scan_input(path: Path) -> list[tuple[str, list[SourceEntry]]]:
+def _skipped(folder: Path, run_out: Path | None) -> bool:
+    return is_run_folder(folder) or (run_out is not None and folder.resolve() == run_out)
+
+
+def scan_input(path: Path, exclude: Path | None = None) -> list[tuple[str, list[SourceEntry]]]:
     """:func:`iter_groups` as a list (tests, small inputs); empty groups left out."""
-    groups = [(g, list(entries)) for g, entries in iter_groups(path)]
+    groups = [(g, list(entries)) for g, entries in iter_groups(path, exclude)]
     return [(g, es) for g, es in groups if es]
 
 
+def where(entry: SourceEntry) -> str:
+    """Where an entry's image is, for messages: its path, or ``<tar path>/<member>``."""
+    ref = entry.image
+    return ref.path if ref.member is None else f"{ref.path}/{ref.member}"
+
+
 class KeyIndex:
-    """The sample keys seen so far, on disk (SQLite), so duplicate detection over an SA-1B-sized
-    input keeps the driver's memory bounded. ``path=None`` keeps it in memory (small inputs)."""
+    """The sample keys seen so far with the file each one names, on disk (SQLite), so duplicate
+    detection over an SA-1B-sized input keeps the driver's memory bounded (folders and tars are
+    stored once). ``path=None`` keeps it in memory (small inputs)."""
 
     def __init__(self, path: Path | None = None):
         import sqlite3
@@ -172,54 +184,83 @@ class KeyIndex:
         self._db = sqlite3.connect(str(path) if path else ":memory:")
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute("CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS folders (id INTEGER PRIMARY KEY, path TEXT UNIQUE)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY, folder INTEGER, name TEXT) WITHOUT ROWID"
+        )
+        self._last_folder: tuple[str, int] | None = None
 
-    def seen(self, keys: list[str]) -> set[str]:
-        found: set[str] = set()
+    def seen(self, keys: list[str]) -> dict[str, str]:
+        """The keys of ``keys`` seen before, each with where its file is."""
+        found: dict[str, str] = {}
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
-            q = f"SELECT key FROM keys WHERE key IN ({','.join('?' * len(chunk))})"
-            found.update(k for (k,) in self._db.execute(q, chunk))
+            q = (
+                "SELECT k.key, f.path, k.name FROM keys k JOIN folders f ON f.id = k.folder "
+                f"WHERE k.key IN ({','.join('?' * len(chunk))})"
+            )
+            found.update((k, f"{folder}/{name}") for k, folder, name in self._db.execute(q, chunk))
         return found
 
-    def add(self, keys: list[str]) -> None:
-        self._db.executemany("INSERT OR IGNORE INTO keys VALUES (?)", ((k,) for k in keys))
+    def add(self, keys: list[tuple[str, str]]) -> None:
+        """Record ``(key, where its file is)`` pairs (a key seen before keeps its first file)."""
+        rows = []
+        for key, place in keys:
+            folder, _, name = place.rpartition("/")
+            rows.append((key, self._folder_id(folder), name))
+        self._db.executemany("INSERT OR IGNORE INTO keys VALUES (?, ?, ?)", rows)
+
+    def _folder_id(self, folder: str) -> int:
+        if self._last_folder is None or self._last_folder[0] != folder:
+            self._db.execute("INSERT OR IGNORE INTO folders (path) VALUES (?)", (folder,))
+            (fid,) = self._db.execute("SELECT id FROM folders WHERE path = ?", (folder,)).fetchone()
+            self._last_folder = (folder, fid)
+        return self._last_folder[1]
 
     def close(self) -> None:
         self._db.close()
 
 
-def _dedupe(group: str, entries: list[SourceEntry], keys: KeyIndex) -> list[SourceEntry]:
-    """Entries whose key was seen before (the same stem in two places) get a new key and, unless
-    already unusable, a ``duplicate_key`` error instead of silently colliding."""
+def _dedupe(entries: list[SourceEntry], keys: KeyIndex) -> list[SourceEntry]:
+    """Entries whose key was seen before (the same SA-1B image in two places, or a file whose plain
+    key an SA-1B image holds) get a new key and, unless already unusable, a ``duplicate_key`` error
+    naming both files, instead of silently colliding."""
     seen = keys.seen([e.key for e in entries])
-    local: set[str] = set()
+    local: dict[str, str] = {}
     checked = []
     for e in entries:
-        if e.key in seen or e.key in local:
-            new = make_key(f"{group}-{e.key}")
+        first = seen.get(e.key) or local.get(e.key)
+        if first is not None:
+            # "~" then a hash of this file's place: no plain key has that form
+            new = f"{e.key}~{path_hash(where(e))}"
             candidate, n = new, 1
             while candidate in local or keys.seen([candidate]):
                 n += 1
                 candidate = f"{new}-{n}"
             update = {"key": candidate}
             if e.error is None:
-                update |= {"error": "duplicate_key", "error_detail": f"key {e.key} seen before"}
+                detail = f"key {e.key} is already {first}; this file is {where(e)}"
+                update |= {"error": "duplicate_key", "error_detail": detail}
             e = e.model_copy(update=update)
-        local.add(e.key)
+        local[e.key] = where(e)
         checked.append(e)
-    keys.add([e.key for e in checked])
+    keys.add(list(local.items()))
     return checked
 
 
 def iter_units(
-    path: Path, unit_size: int, limit: int | None = None, keys: KeyIndex | None = None
+    path: Path,
+    unit_size: int,
+    limit: int | None = None,
+    keys: KeyIndex | None = None,
+    exclude: Path | None = None,
 ) -> Iterator[tuple[str, list[SourceEntry]]]:
     """Split the input into units of at most ``unit_size`` entries, streaming; stop listing once
-    ``limit`` entries are planned. Unit ids are ``<group id>-<chunk number>``."""
+    ``limit`` entries are planned. Unit ids are ``<group id>-<chunk number>``; ``exclude``: the
+    run folder (never read as input)."""
     keys = keys or KeyIndex()
     remaining = limit
-    for group, entries in iter_groups(path):
+    for group, entries in iter_groups(path, exclude):
         if remaining is not None and remaining <= 0:
             return
         chunk: list[SourceEntry] = []
@@ -230,14 +271,16 @@ def iter_units(
                 remaining -= 1
             full, last = len(chunk) == unit_size, remaining is not None and remaining <= 0
             if full or last:
-                yield f"{group}-{n:05d}", _dedupe(group, chunk, keys)
+                yield f"{group}-{n:05d}", _dedupe(chunk, keys)
                 chunk, n = [], n + 1
             if last:
                 break
         if chunk:
-            yield f"{group}-{n:05d}", _dedupe(group, chunk, keys)
+            yield f"{group}-{n:05d}", _dedupe(chunk, keys)
 
 
-def plan_units(path: Path, unit_size: int, limit: int | None = None) -> list[tuple[str, list[SourceEntry]]]:
+def plan_units(
+    path: Path, unit_size: int, limit: int | None = None, exclude: Path | None = None
+) -> list[tuple[str, list[SourceEntry]]]:
     """:func:`iter_units` as a list (tests, small inputs)."""
-    return list(iter_units(path, unit_size, limit))
+    return list(iter_units(path, unit_size, limit, exclude=exclude))

@@ -4,6 +4,9 @@ Resuming reuses those settings, so ``groundedit run --out runs/x`` alone continu
 existing folder for a different input, profile or seed is refused unless ``reconfigure`` is set
 (then the stages those settings change are redone); ``--limit`` may change freely (it only adds or
 drops input units).
+
+A run folder is never mixed with other files: ``--out`` must be new, empty or a run folder (unless
+``force``), and never the input itself.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from groundedit.manifest import RunInfo
+from groundedit.runlock import lock_path
 from groundedit.specs import DEFAULT_PROFILE
 
 
@@ -58,3 +62,25 @@ def resolve_settings(
         seed=saved.seed if seed is None else seed,
         limit=saved.limit if limit is None else (limit or None),
     )
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether ``path`` is a groundedit run folder: it has a ``run.json``, or a run has taken its lock
+    (a run's first moments, before it writes ``run.json``)."""
+    return RunInfo.path(path).is_file() or lock_path(path).is_file()
+
+
+def check_out_folder(out: Path, input: Path | None, force: bool = False) -> None:
+    """Refuse an ``--out`` that is the input, or a folder of other files (unless ``force``): a run
+    writes ``data/``, ``shards/`` and more there, and reading or mixing them up loses data."""
+    if input is not None and input.resolve() == out.resolve():
+        raise SettingsError(f"--out {out} is the --input folder: give the run a folder of its own")
+    if input is not None and is_run_folder(input):
+        raise SettingsError(f"--input {input} is a groundedit run folder: its outputs are not input")
+    if not out.is_dir() or force or is_run_folder(out):
+        return
+    if next(out.iterdir(), None) is not None:
+        raise SettingsError(
+            f"--out {out} is not empty and not a run folder: use a new or empty folder, "
+            "or add --force to write the run among its files"
+        )

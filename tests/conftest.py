@@ -8,13 +8,14 @@ import os
 import subprocess
 import sys
 import tarfile
+import unicodedata
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from groundedit.fixtures import annotation_json, synthetic_photo, write_sa1b_fixture
+from groundedit.fixtures import annotation_json, jpeg_bytes, synthetic_photo, write_sa1b_fixture
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -373,4 +374,54 @@ def spine_reference(spine_stages, sa1b_input, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GROUNDEDIT_STAGES_DIR", str(spine_stages))
         _run_pipeline(sa1b_input, out)
+    return out
+
+
+# Annotated (SA-1B style), so that the spine has a target for each. Names that an ASCII-only key rule
+# merged: accents composed or not, spaces vs underscores, case, folders vs underscores, dots.
+ODD_NAMES = [
+    "grâce",
+    unicodedata.normalize("NFD", "grâce"),
+    "grèce",
+    "a b",
+    "a_b",
+    "A",
+    "a",
+    "sub dir/p",
+    "sub_dir_p",
+    "photo.v2",
+]
+
+
+def _write_named_photos(root: Path, names: list[str]) -> None:
+    """A photo with one clearly selectable object per name, with its SA-1B annotation beside it."""
+    rng = np.random.default_rng(0)
+    for i, name in enumerate(names):
+        canvas = Image.new("RGB", (96, 64), (120, 120, 120))  # one red box: a clear target
+        ImageDraw.Draw(canvas).rectangle((20 + i, 16, 60 + i, 44), fill=(200, 40, 40))
+        rgb = np.asarray(canvas)
+        doc = annotation_json(i + 1, f"{name}.jpg", 96, 64, [(rgb == (200, 40, 40)).all(-1)], rng)
+        for ann in doc["annotations"]:
+            ann["predicted_iou"], ann["stability_score"] = 0.95, 0.95
+        path = root / f"{name}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(jpeg_bytes(rgb))
+        path.with_suffix(".json").write_text(json.dumps(doc))
+
+
+@pytest.fixture(scope="session")
+def odd_names() -> list[str]:
+    return ODD_NAMES
+
+
+@pytest.fixture(scope="session")
+def odd_names_run(tmp_path_factory, spine_stages):
+    """A spine run over one annotated photo per name of ``ODD_NAMES`` (``<name>.jpg``): shards whose
+    keys hold accents, hashes and such, for every reader of shards to take."""
+    photos = tmp_path_factory.mktemp("odd-names")
+    _write_named_photos(photos, ODD_NAMES)
+    out = tmp_path_factory.mktemp("odd-names-run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GROUNDEDIT_STAGES_DIR", str(spine_stages))
+        _run_pipeline(photos, out)
     return out

@@ -293,3 +293,141 @@ def test_report_export_and_eval_from_the_command_line(cli, tiny_run, tmp_path):
         and proc.stderr.startswith("error: --to")
         and "not an empty folder" in proc.stderr
     )
+
+
+def _main(args: list[str], capsys) -> tuple[int, list[str]]:
+    """Run the CLI in this process; its exit code and its non-empty stderr lines."""
+    from groundedit.cli import main
+
+    rc = main(args)
+    return rc, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_out_must_be_new_empty_or_a_run_folder_unless_forced(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    write_sa1b_fixture(photos, images=1, images_per_tar=1)
+    rc, lines = _main(["run", *_tiny("--input", str(photos), "--out", str(photos))], capsys)
+    assert rc == 1 and lines == [
+        f"error: --out {photos} is the --input folder: give the run a folder of its own"
+    ]
+    RunInfo(input=str(tmp_path), profile="tiny", seed=0).save(photos)
+    rc, lines = _main(["run", *_tiny("--input", str(photos), "--out", str(tmp_path / "new"))], capsys)
+    assert rc == 1 and lines == [
+        f"error: --input {photos} is a groundedit run folder: its outputs are not input"
+    ]
+    assert not (tmp_path / "new").exists()
+    (photos / "manifests" / "run.json").unlink()
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    rc, lines = _main(
+        ["run", *_tiny("--stage", "ingest", "--input", str(photos), "--out", str(busy))], capsys
+    )
+    assert rc == 1 and len(lines) == 1
+    assert (
+        lines[0].startswith(f"error: --out {busy} is not empty and not a run folder")
+        and "--force" in lines[0]
+    )
+    assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"], "nothing written"
+    args = ["run", *_tiny("--stage", "ingest", "--input", str(photos), "--out", str(busy))]
+    assert _main([*args, "--force"], capsys)[0] == 0
+    assert (busy / "notes.txt").read_text() == "mine" and RunInfo.load(busy) is not None
+    assert _main(args, capsys)[0] == 0, "a run folder resumes without --force"
+
+
+def test_fixture_refuses_a_folder_that_is_not_empty(tmp_path, capsys):
+    out = tmp_path / "input"
+    args = ["fixture", "--out", str(out), "--images", "1", "--width", "32", "--height", "32"]
+    out.mkdir()
+    assert _main(args, capsys)[0] == 0, "an empty folder is fine"
+    rc, lines = _main([*args, "--seed", "1"], capsys)
+    assert rc == 1 and lines == [
+        f"error: --out {out} is not empty: the fixture goes into a new or empty folder"
+    ]
+    assert [p.name for p in out.iterdir()] == ["sa_000000.tar"]
+
+
+# --- what a new user trips on (issue 20) ----------------------------------------------------------
+
+
+def test_readme_says_how_to_reach_the_command_before_using_it():
+    """A newcomer meets ``groundedit ...`` commands right after ``make install``: the README must say
+    first where that command lives, and it must be there."""
+    readme = (REPO / "README.md").read_text()
+    first_use = min(readme.index("\ngroundedit "), readme.index("`groundedit run"))
+    before = readme[:first_use]
+    assert ".venv/bin/groundedit" in before and "source .venv/bin/activate" in before
+    assert (Path(sys.executable).parent / "groundedit").is_file(), "make install's venv holds the command"
+
+
+def test_every_option_of_every_command_says_what_it_takes():
+    """Every option has help text and a readable metavar (not click's ``<list[str]>``, ``<path>``, ...)."""
+    import typer.main
+
+    from groundedit.cli import app
+
+    root = typer.main.get_command(app)  # typer's own (vendored) click types: no isinstance on click's
+    checked = 0
+    for name, command in root.commands.items():
+        ctx = command.context_class(command, info_name=name)
+        for param in command.params:
+            if param.param_type_name != "option" or param.name == "help":
+                continue
+            flags, _ = param.get_help_record(ctx)
+            assert param.help, f"groundedit {name} {flags}: no help text"
+            assert "<" not in flags and "TEXT" not in flags.split(), f"groundedit {name} {flags}"
+            checked += 1
+    assert {"fixture", "train", "eval"} <= set(root.commands) and checked > 50
+
+
+def test_fixture_and_train_help_in_the_terminal(cli):
+    fixture = cli("fixture", "--help").stdout
+    for flag in ("--out DIR", "--images N", "--images-per-tar N", "--width PX", "--height PX", "--seed N"):
+        assert flag in fixture, fixture
+    assert "--data PATH[=WEIGHT]" in cli("train", "--help").stdout
+
+
+def _jsonl_bench(folder: Path) -> Path:
+    folder.mkdir()
+    rgb, _ = synthetic_photo(np.random.default_rng(0), 48, 40, 2)
+    Image.fromarray(rgb).save(folder / "a.png")
+    Image.fromarray(255 - rgb).save(folder / "a.edited.png")
+    line = (
+        '{"id": "a", "image": "a.png", "edited": "a.edited.png", "instruction": "x", "box": [4, 4, 20, 20]}'
+    )
+    (folder / "bench.jsonl").write_text(line + "\n")
+    return folder / "bench.jsonl"
+
+
+def test_eval_of_a_bench_file_writes_to_eval_results_or_to(tmp_path, capsys, monkeypatch):
+    from groundedit.cli import main
+
+    bench = _jsonl_bench(tmp_path / "bench")
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "--bench", str(bench), "--no-judge"]) == 0
+    assert (tmp_path / "eval-results" / "samples.csv").is_file()
+    assert main(["eval", "--bench", str(bench), "--no-judge", "--to", str(tmp_path / "mine")]) == 0
+    assert (tmp_path / "mine" / "summary.csv").is_file()
+    assert f"wrote {tmp_path / 'mine' / 'samples.csv'}" in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.slow
+def test_eval_of_a_run_folder_judges_with_its_profile_and_writes_into_it(
+    tiny_run, tmp_path, capsys, monkeypatch
+):
+    """A tiny run scored with the judge on and no --profile: the judge is the tiny one (the default
+    'paper' judge is not on this machine and would stop with an error), results in <run>/eval/."""
+    import csv
+
+    from groundedit.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)  # eval writes into the run folder; tiny_run is shared, read-only
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "--bench", str(run), "--limit", "2"]) == 0, capsys.readouterr().err
+    with open(run / "eval" / "samples.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(r["es"] or r["judge_raw"] for r in rows), rows
+    assert not (tmp_path / "eval-results").exists()
+    assert main(["eval", "--bench", str(run), "--limit", "1", "--profile", "paper"]) == 1
+    assert "judge model missing" in capsys.readouterr().err, "an explicit --profile wins over the run's"

@@ -45,7 +45,7 @@ def test_each_bad_input_has_its_reason(hostile_run):
         assert rejected[key]["reason"] == reason, (key, rejected[key])
     unsafe = [r for r in rejected.values() if r["reason"] == "unsafe_tar_member"]
     assert len(unsafe) == 1 and "../x.jpg" in unsafe[0]["detail"]
-    assert rejected["sa_101"]["stage"] == "render"  # pixels are first decoded there
+    assert rejected["sa_101"]["stage"] == "ingest"  # ingest decodes every file to its end
 
 
 def test_unusual_but_valid_images_are_exported(hostile_run):

@@ -8,6 +8,7 @@ from PIL import Image
 
 from groundedit.imaging import (
     SampleError,
+    check_complete,
     decode_image,
     decode_rgb,
     encode_jpeg,
@@ -40,6 +41,44 @@ def test_errors_have_specific_reasons():
     with pytest.raises(SampleError) as e:
         open_image(jpeg, max_pixels=599)
     assert e.value.reason == "too_many_pixels" and "600" in e.value.detail
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_jpeg_cut_anywhere_after_its_header_is_truncated(progressive):
+    from groundedit.fixtures import synthetic_photo
+
+    rgb, _ = synthetic_photo(np.random.default_rng(1), 320, 240, 4)
+    thumb = io.BytesIO()
+    Image.fromarray(rgb[:32, :32]).save(thumb, "JPEG")
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    buf = io.BytesIO()
+    # an EXIF block whose thumbnail holds its own end-of-image marker before the main image's scan
+    Image.fromarray(rgb).save(
+        buf, "JPEG", quality=90, progressive=progressive, exif=exif.tobytes() + thumb.getvalue()
+    )
+    jpeg = buf.getvalue()
+    check_complete(jpeg, open_image(jpeg, 10**6))
+    check_complete(jpeg + b"trailer after the image", open_image(jpeg, 10**6))
+    for cut in (len(jpeg) // 3, len(jpeg) // 2, len(jpeg) - 300, len(jpeg) - 1):
+        im = open_image(jpeg[:cut], 10**6)
+        assert im.size == (320, 240), "the header alone does not show it"
+        with pytest.raises(SampleError) as e:
+            check_complete(jpeg[:cut], im)
+        assert e.value.reason == "image_truncated"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_a_cut_png_or_webp_is_truncated(fmt):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, fmt)
+    data = buf.getvalue()
+    check_complete(data, open_image(data, 10**6))
+    for cut in (len(data) // 2, len(data) - 1):
+        with pytest.raises(SampleError) as e:
+            check_complete(data[:cut], open_image(data[:cut], 10**6))
+        # Pillow refuses to open some cut WebP files at all
+        assert e.value.reason == "image_truncated" or (fmt, e.value.reason) == ("WEBP", "bad_image_header")
 
 
 def test_modes_become_rgb():

@@ -89,5 +89,6 @@ def export_hf(run: RunData, to: Path) -> ExportSummary:
         )
         ds.save_to_disk(str(to))
         summary.rows["train"] = len(ds)
-    summary.files = sorted(to.glob("*"))
+    # The data files only: save_to_disk also writes dataset_info.json and state.json beside them.
+    summary.files = sorted(to.glob("*.arrow"))
     return summary

@@ -51,14 +51,24 @@ def _funnel(plt, data: ReportData):
     names = [s.stage for s in data.stages][::-1]
     kept = [s.kept for s in data.stages][::-1]
     rejected = [s.rejected_total for s in data.stages][::-1]
-    ax.barh(names, kept, color=KEPT, label="kept")
-    ax.barh(names, rejected, left=kept, color=REJECTED, label="rejected")
-    for y, (k, r) in enumerate(zip(kept, rejected, strict=True)):
-        ax.text(k + r, y, f" {k} / {k + r}", va="center", fontsize=8)
+    bars = (
+        ax.barh(names, kept, color=KEPT, label="kept"),
+        ax.barh(names, rejected, left=kept, color=REJECTED, label="rejected"),
+    )
+    # Element ids in the SVG (gid), so a browser test can measure what overlaps what.
+    for side, container in zip(("kept", "rejected"), bars, strict=True):
+        for name, patch in zip(names, container.patches, strict=True):
+            patch.set_gid(f"funnel-bar-{side}-{name}")
+    for y, (name, k, r) in enumerate(zip(names, kept, rejected, strict=True)):
+        ax.text(k + r, y, f" {k} / {k + r}", va="center", fontsize=8, gid=f"funnel-count-{name}")
+    # Room right of the longest bar for its count (margins would not do: a bar's edge is "sticky").
+    ax.set_xlim(0, max(max(k + r for k, r in zip(kept, rejected, strict=True)), 1) * 1.35)
     ax.set_xlabel("samples (kept / in)")
-    ax.set_title("Per-stage funnel")
-    ax.legend(loc="lower right", frameon=False)
-    ax.margins(x=0.15)
+    ax.set_title("Per-stage funnel", loc="left")
+    # Above the axes, right of the title: the first stages' bars span the whole width and their
+    # counts stand right of them, so any spot inside the axes or beside them would cover one.
+    legend = ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=2, frameon=False)
+    legend.set_gid("funnel-legend")
     return fig
 
 

@@ -3,7 +3,6 @@ shards and one over the rejected sidecar; thumbnails are written on the way."""
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ class RejectedItem:
     detail: str
     raw: str | None
     thumbs: dict[str, str]
+    scores: dict[str, float | int]  # the scores it had when dropped (none absent)
 
 
 @dataclass
@@ -89,11 +89,6 @@ class ReportData:
         return seconds / self.kept if self.kept else None
 
 
-def _file_name(key: str) -> str:
-    """A file-name-safe form of a sample key (keys are dot-free, but may hold anything else)."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", key)
-
-
 def collect(run: RunData, folder: Path, gallery_limit: int, rejected_per_reason: int) -> ReportData:
     """Gather the report's data from ``run``, writing thumbnails under ``folder/thumbs``."""
     stages = run.stages()
@@ -111,7 +106,7 @@ def collect(run: RunData, folder: Path, gallery_limit: int, rejected_per_reason:
             continue
         thumbs = {}
         for col, member in KEPT_IMAGES.items():
-            rel = f"thumbs/kept/{_file_name(s.key)}.{col}.jpg"
+            rel = f"thumbs/kept/{s.key}.{col}.jpg"  # keys are file names (groundedit.keys)
             if write_thumb(s.members.get(member), folder / rel):
                 thumbs[col] = rel
         gallery.append(
@@ -201,10 +196,11 @@ def _scored_stage(stage: str) -> bool:
 
 def _rejected_item(run: RunData, r: RejectedSample, folder: Path) -> RejectedItem:
     thumbs = {}
-    base = f"thumbs/rejected/{_file_name(r.stage)}/{_file_name(r.key)}"
+    base = f"thumbs/rejected/{r.stage}/{r.key}"
     for col, name in REJECTED_IMAGES.items():
         if write_thumb(run.rejected_image(r, name), folder / f"{base}.{col}.jpg"):
             thumbs[col] = f"{base}.{col}.jpg"
     if not thumbs and write_thumb(run.rejected_image(r, "source"), folder / f"{base}.src.jpg"):
         thumbs["src"] = f"{base}.src.jpg"
-    return RejectedItem(r.key, r.detail, r.raw, thumbs)
+    scores = {k: v for k, v in r.sample.scores.model_dump().items() if v is not None}
+    return RejectedItem(r.key, r.detail, r.raw, thumbs, scores)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from groundedit.records import format_score
 from groundedit.report.collect import ReportData
 
 PAGE_SIZE = 24  # gallery samples per page
@@ -11,6 +12,7 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 
 def _fmt(v: float | None) -> str:
+    """Seconds per kept sample (a cost; scores go through ``format_score``)."""
     return "-" if v is None else f"{v:.2f}"
 
 
@@ -24,4 +26,6 @@ def render_page(data: ReportData, charts: dict[str, str]) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    return env.get_template("report.html.j2").render(d=data, charts=charts, fmt=_fmt, page_size=PAGE_SIZE)
+    return env.get_template("report.html.j2").render(
+        d=data, charts=charts, fmt=_fmt, score=format_score, page_size=PAGE_SIZE
+    )

@@ -19,7 +19,7 @@ from groundedit.editing import blend, crop_window, dilate, edit_metrics
 from groundedit.imaging import SampleError, encode_jpeg, encode_jpeg_rows
 from groundedit.jpeg_rows import NotSpliceable, band_rows
 from groundedit.pixels import source_image, target_mask
-from groundedit.records import Sample
+from groundedit.records import Sample, format_score
 from groundedit.seeding import sampling_seed
 from groundedit.stages.base import Stage, UnitIO
 from groundedit.tario import read_blob
@@ -170,7 +170,8 @@ class EditStage(Stage):
         for bad, reason in failed:
             if bad:
                 detail = (
-                    f"EGA {m.ega:.3f}, changed outside {m.change_outside:.4f}, inside {m.change_inside:.4f}"
+                    f"EGA {format_score(m.ega)}, changed outside {format_score(m.change_outside)}, "
+                    f"inside {format_score(m.change_inside)}"
                 )
                 return s.reject(self.name, reason, detail)
         ref = io.artifacts.add(f"{s.key}.edited.jpg", self._encode(s, result, window, io))

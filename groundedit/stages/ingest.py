@@ -1,7 +1,9 @@
 """ingest: input files → samples with source metadata and SA-1B candidates.
 
-Reads image headers only (size, EXIF orientation, pixel cap); pixels are decoded by the first stage
-that needs them, which also reports truncated or undecodable files. SA-1B annotations are parsed
+Reads image headers (size, EXIF orientation, pixel cap) and checks from each file's structure that
+it holds its image to the end (:func:`groundedit.imaging.check_complete`: a search, not a decode),
+so a truncated file is rejected here rather than by a model stage; a complete file whose data is
+corrupt is rejected by the first stage that decodes it. SA-1B annotations are parsed
 and checked against the image, and their masks moved into the displayed (EXIF-oriented) frame.
 The digest of every input file it reads is recorded in the sample, so later stages can tell when
 an input changed under the run.
@@ -22,7 +24,14 @@ from pycocotools import mask as mask_utils
 from pydantic import BaseModel, ConfigDict, Field
 
 from groundedit import masks
-from groundedit.imaging import SampleError, exif_orientation, fit_within, open_image, oriented_size
+from groundedit.imaging import (
+    SampleError,
+    check_complete,
+    exif_orientation,
+    fit_within,
+    open_image,
+    oriented_size,
+)
 from groundedit.records import RLE, BlobRef, Candidate, Sample, Source, SourceEntry
 from groundedit.scan import KeyIndex, iter_units
 from groundedit.stages.base import SourceStage, UnitIO
@@ -45,7 +54,7 @@ class IngestStage(SourceStage):
     Params = IngestParams
 
     def plan(self, keys: KeyIndex) -> Iterator[tuple[str, list[SourceEntry]]]:
-        return iter_units(self.ctx.input, self.params.unit_size, self.ctx.limit, keys)
+        return iter_units(self.ctx.input, self.params.unit_size, self.ctx.limit, keys, exclude=self.ctx.out)
 
     def reject_entry(self, entry: SourceEntry, reason: str, detail: str) -> Sample:
         source = Source(
@@ -75,15 +84,15 @@ class IngestStage(SourceStage):
         data = read_blob(entry.image)
         entry = entry.model_copy(update={"image": _with_digest(entry.image, data)})
         im = open_image(data, self.params.max_pixels)
-        orientation = exif_orientation(im)
-        shown = oriented_size(im)
+        raw_size, orientation, shown = im.size, exif_orientation(im), oriented_size(im)
         width, height = fit_within(shown, self.params.max_side)
         if min(width, height) < self.params.min_side:
             raise SampleError("image_too_small", f"{width}x{height} < {self.params.min_side} px")
+        check_complete(data, im)
         image_id = entry.key
         candidates: list[Candidate] = []
         if entry.annotation is not None:
-            image_id, candidates = self._annotations(entry, im.size, shown, orientation, (width, height))
+            image_id, candidates = self._annotations(entry, raw_size, shown, orientation, (width, height))
         source = Source(
             dataset=entry.dataset,
             image_id=image_id,

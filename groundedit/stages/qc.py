@@ -10,7 +10,7 @@ from pydantic import Field
 from groundedit.imaging import SampleError
 from groundedit.overlay import draw_box
 from groundedit.pixels import artifact_image
-from groundedit.records import Sample
+from groundedit.records import Sample, format_score
 from groundedit.stages.base import UnitIO
 from groundedit.stages.chat_stage import ChatParams, ChatStage
 
@@ -64,7 +64,10 @@ class QualityJudge(ChatStage):
                 },
             )
             if acc < p.min_region_edit_accuracy or seam < p.min_seamless_quality:
-                detail = f"RegionEditAccuracy {acc}, SeamlessQuality {seam}; need {p.min_region_edit_accuracy}, {p.min_seamless_quality}"
+                detail = (
+                    f"RegionEditAccuracy {format_score(acc)}, SeamlessQuality {format_score(seam)}; need "
+                    f"{format_score(p.min_region_edit_accuracy)}, {format_score(p.min_seamless_quality)}"
+                )
                 s = s.reject(self.name, "qc_below_threshold", detail, raw=res.raw)
             out[i] = s
         return out

@@ -21,6 +21,9 @@ def test_load_from_disk_gives_every_sample_with_images(tiny_run, shard_reader, t
     ds = load_from_disk(str(tmp_path / "hf"))
     shards = shard_reader(tiny_run)
     assert len(ds) == summary.rows["train"] == len(shards)
+    state = json.loads((tmp_path / "hf" / "state.json").read_text())
+    data_files = sorted(f["filename"] for f in state["_data_files"])
+    assert [p.name for p in summary.files] == data_files, "the data files, not the metadata beside them"
     assert ds.features == hf_features()
     for row in ds:
         members = shards[row["key"]]

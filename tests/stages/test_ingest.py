@@ -128,3 +128,18 @@ def test_without_max_side_sizes_are_kept_and_the_cap_still_rejects(phone_photos,
     assert (kept.source.width, kept.source.height, kept.source.original_size) == (4032, 3024, None)
     capped = _ingest(phone_photos, tmp_path, max_pixels=10_000_000)["sa_1"]
     assert capped.rejection.reason == "too_many_pixels", "the file cap applies before any downscaling"
+
+
+def test_a_truncated_photo_is_rejected_at_ingest(tmp_path):
+    """Its header is intact, so only decoding its data shows the cut: ingest does that, cheaply."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rgb, object_masks = _photo(320, 240)
+    _write_sa1b(folder, "sa_1", rgb, object_masks)
+    _write_sa1b(folder, "sa_2", rgb, object_masks)
+    data = (folder / "sa_2.jpg").read_bytes()
+    (folder / "sa_2.jpg").write_bytes(data[: len(data) * 2 // 3])
+    samples = _ingest(folder, tmp_path / "out")
+    assert samples["sa_1"].rejection is None and len(samples["sa_1"].candidates) == 2
+    cut = samples["sa_2"].rejection
+    assert (cut.stage, cut.reason) == ("ingest", "image_truncated")

@@ -9,7 +9,8 @@ Editing (the edit stage, benchmarks)::
 
 ``edit`` takes lists: edits of different sizes run together (``batch_size`` per forward). A checkpoint
 fine-tuned by ``groundedit train`` also edits with reasoning: ``ReasoningEditor(editor, system_prompt)``
-writes the textual grounding, draws the grounded image, writes the editing description, then edits. A folder in the
+writes the textual grounding, draws the grounded image, writes the editing description, then edits. Both take
+``on_progress=``, called with an ``EditProgress`` per text token and denoising step of each phase. A folder in the
 official layout holds ``llm_config.json``, ``vit_config.json``, ``ema.safetensors``, ``ae.safetensors`` and
 the tokenizer; :func:`write_tiny_bagel` writes a tiny random one for tests and the ``tiny`` profile.
 
@@ -45,6 +46,7 @@ from .inference import BagelEditor, EditResult
 from .loading import CheckpointError, LoadedBagel, load_bagel, save_bagel
 from .model import Bagel, BagelOutput
 from .packing import PackedBatch, SequencePacker, Span, SpecialTokens
+from .progress import EditProgress
 from .reasoning import ReasoningEditor, ReasoningResult
 from .tiny import tiny_config, write_tiny_bagel
 from .vae import FluxVAE
@@ -56,6 +58,7 @@ __all__ = [
     "BagelOutput",
     "CheckpointError",
     "Context",
+    "EditProgress",
     "EditResult",
     "FluxVAE",
     "Guidance",

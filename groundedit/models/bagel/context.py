@@ -7,6 +7,7 @@ model; contexts are immutable, so two CFG branches can share a prefix without co
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -118,10 +119,12 @@ def generate_text(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     return_logits: bool = False,
+    on_token: Callable[[int], None] | None = None,
 ) -> list[list[int]] | tuple[list[list[int]], list[list[Tensor]]]:
     """Decode after each context, starting from ``<|im_start|>``, until ``<|im_end|>`` (not returned).
 
     All sequences decode together, one token per step, with keys cached; finished ones drop out.
+    ``on_token(n)`` is called after each step with the steps taken so far.
     """
     cfg, dev = model.config.llm, model.device
     cap = [c.length + max_new_tokens for c in contexts]
@@ -163,6 +166,8 @@ def generate_text(
             out[i].append(nxt[j])
             still.append(i)
         active = still
+        if on_token is not None:
+            on_token(step + 1)
         if not active:
             break
     return (out, logits_out) if return_logits else out

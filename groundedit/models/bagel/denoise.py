@@ -9,6 +9,7 @@ does (``text_channel`` renorm by default) and Euler steps follow the shifted tim
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -123,11 +124,13 @@ def denoise(
     steps: int = 50,
     timestep_shift: float = 3.0,
     guidance: Guidance = Guidance(),
+    on_step: Callable[[int], None] | None = None,
 ) -> list[Tensor]:
     """Sample latent tokens for each edit.
 
     ``branches[i]`` = [full, without text, without image] contexts of edit i; ``grids[i]`` its latent token
     grid (h, w); ``noise[i]`` the starting noise [h*w, latent_dim]. Returns the final latent tokens.
+    ``on_step(n)`` is called after each denoising step with the steps taken so far.
     """
     cfg, dev = model.config, model.device
     use = [0] + ([1] if guidance.text_scale > 1.0 else []) + ([2] if guidance.img_scale > 1.0 else [])
@@ -161,10 +164,12 @@ def denoise(
     x = torch.cat(noise).to(dev, torch.float32)
     stepper: dict[bool, _Step] = {}
     times, dts = schedule(steps, timestep_shift)
-    for t, dt in zip(times, dts, strict=True):
+    for n, (t, dt) in enumerate(zip(times, dts, strict=True), 1):
         cfg_on = guidance.interval[0] < t <= guidance.interval[1] and len(use) > 1
         if cfg_on not in stepper:
             plan = _Plan(model, branches, q_lens, use if cfg_on else [0], buffer, offsets)
             stepper[cfg_on] = _Step(model, plan, x, query_parts, guidance)
         stepper[cfg_on](t, dt)
+        if on_step is not None:
+            on_step(n)
     return list(x.split([h * w for h, w in grids]))

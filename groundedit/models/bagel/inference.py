@@ -18,6 +18,7 @@ from .blocks import unpatchify
 from .context import Context, extend, generate_text, text_split, vae_split, vit_split
 from .denoise import Guidance, denoise
 from .loading import LoadedBagel, load_bagel
+from .progress import EDITED, THINKING, BatchProgress, ProgressFn
 from .transforms import resize, to_image, to_rgb, to_tensor
 
 # Our wording of the planning instruction of think mode (the model was tuned with a prompt to this effect).
@@ -76,6 +77,7 @@ class BagelEditor:
         think_prompt: str = THINK_PROMPT,
         system_prompt: str | None = None,
         batch_size: int = 8,
+        on_progress: ProgressFn | None = None,
     ) -> list[EditResult]:
         """Edit each image by its instruction; up to ``batch_size`` edits share every forward.
 
@@ -85,6 +87,9 @@ class BagelEditor:
         Edit i draws its randomness from a generator seeded with ``seed + i`` (VAE posterior sample, then
         the starting noise), or with ``seed[i]`` when ``seed`` is a list, so an edit's result does not
         depend on the rest of the batch.
+
+        ``on_progress`` receives an :class:`~.progress.EditProgress` per thinking token and denoising step
+        of each batch.
         """
         if len(images) != len(instructions):
             raise ValueError(f"{len(images)} images but {len(instructions)} instructions")
@@ -99,6 +104,7 @@ class BagelEditor:
         results: list[EditResult] = []
         for start in range(0, len(images), batch_size):
             chunk = slice(start, start + batch_size)
+            progress = BatchProgress(on_progress, start, len(seeds[chunk]), len(images))
             results += self._edit_batch(
                 images[chunk],
                 instructions[chunk],
@@ -109,7 +115,9 @@ class BagelEditor:
                 system_prompt if system_prompt is not None else (think_prompt if think else None),
                 think,
                 max_think_tokens,
+                progress,
             )
+            progress.finished()
         return results
 
     def _encode(self, text: str) -> list[int]:
@@ -139,7 +147,9 @@ class BagelEditor:
         both = self._append_text(full + no_image, instructions * 2)
         return both[:n], no_text, both[n:]
 
-    def _edit_batch(self, images, instructions, seeds, steps, shift, guidance, prompt, think, max_think):
+    def _edit_batch(
+        self, images, instructions, seeds, steps, shift, guidance, prompt, think, max_think, progress
+    ):
         model, cfg, dev = self.model, self.config, self.model.device
         sources = [to_rgb(im) for im in images]
         vae_images = [resize(im, cfg.vae_image) for im in sources]
@@ -153,7 +163,10 @@ class BagelEditor:
         full, no_text, no_image = self._contexts(latents, vit_inputs, instructions, prompt)
         thoughts: list[str | None] = [None] * len(images)
         if think:
-            plans = generate_text(model, full, self.tokens, max_think)
+            plans = generate_text(
+                model, full, self.tokens, max_think, on_token=progress.phase(THINKING, max_think)
+            )
+            progress.end()
             thoughts = [self.tokenizer.decode(ids) for ids in plans]
             full = self._append_text(full, thoughts)
         d, p = cfg.latent_downsample, cfg.latent_patch_size
@@ -163,7 +176,8 @@ class BagelEditor:
             for (h, w), g in zip(grids, generators, strict=True)
         ]
         branches = [list(b) for b in zip(full, no_text, no_image, strict=True)]
-        outs = denoise(model, branches, grids, noise, self.tokens, steps, shift, guidance)
+        on_step = progress.phase(EDITED, steps - 1)  # ``steps`` timesteps, ``steps - 1`` denoising steps
+        outs = denoise(model, branches, grids, noise, self.tokens, steps, shift, guidance, on_step)
         results = []
         for tokens_out, (h, w), src, thought in zip(outs, grids, sources, thoughts, strict=True):
             z = unpatchify(tokens_out, h, w, p)[None].to(self.vae.dtype)

@@ -26,6 +26,7 @@ from .context import Context, generate_text, vae_split, vit_split
 from .context import extend as extend_context
 from .denoise import Guidance, denoise
 from .inference import BagelEditor
+from .progress import DESCRIPTION, EDITED, GROUNDED, GROUNDING, BatchProgress, ProgressFn
 from .transforms import resize, to_image, to_rgb, to_tensor
 
 
@@ -59,8 +60,12 @@ class ReasoningEditor:
         cfg_renorm_type: str = "text_channel",
         max_text_tokens: int = 1000,
         batch_size: int = 8,
+        on_progress: ProgressFn | None = None,
     ) -> list[ReasoningResult]:
-        """Reason and edit each image; edit i draws its randomness from a generator seeded ``seed + i``."""
+        """Reason and edit each image; edit i draws its randomness from a generator seeded ``seed + i``.
+
+        ``on_progress`` receives an :class:`~.progress.EditProgress` per text token and denoising step of
+        each phase (grounding text, grounded image, editing description, edited image) of each batch."""
         if len(images) != len(instructions):
             raise ValueError(f"{len(images)} images but {len(instructions)} instructions")
         if steps < 2:
@@ -70,9 +75,18 @@ class ReasoningEditor:
         for start in range(0, len(images), batch_size):
             chunk = slice(start, start + batch_size)
             seeds = [seed + i for i in range(start, start + len(images[chunk]))]
+            progress = BatchProgress(on_progress, start, len(seeds), len(images))
             results += self._batch(
-                images[chunk], instructions[chunk], seeds, steps, timestep_shift, guidance, max_text_tokens
+                images[chunk],
+                instructions[chunk],
+                seeds,
+                steps,
+                timestep_shift,
+                guidance,
+                max_text_tokens,
+                progress,
             )
+            progress.finished()
         return results
 
     def _add_images(self, contexts: list[Context], images: list[Image.Image], generators) -> list[Context]:
@@ -95,11 +109,15 @@ class ReasoningEditor:
             [vit_split(model, x, e.tokens, c.rope) for x, c in zip(vit, contexts, strict=True)],
         )
 
-    def _write(self, contexts: list[Context], max_tokens: int) -> list[str]:
-        ids = generate_text(self.editor.model, contexts, self.editor.tokens, max_tokens)
+    def _write(
+        self, contexts: list[Context], max_tokens: int, progress: BatchProgress, phase: str
+    ) -> list[str]:
+        on_token = progress.phase(phase, max_tokens)
+        ids = generate_text(self.editor.model, contexts, self.editor.tokens, max_tokens, on_token=on_token)
+        progress.end()
         return [self.editor.tokenizer.decode(i) for i in ids]
 
-    def _draw(self, branches, sizes, generators, steps, shift, guidance) -> list[Image.Image]:
+    def _draw(self, branches, sizes, generators, steps, shift, guidance, on_step) -> list[Image.Image]:
         e = self.editor
         d, p = e.config.latent_downsample, e.config.latent_patch_size
         grids = [(h // d, w // d) for w, h in sizes]
@@ -107,14 +125,14 @@ class ReasoningEditor:
             torch.randn((h * w, e.config.latent_token_dim), generator=g)
             for (h, w), g in zip(grids, generators, strict=True)
         ]
-        outs = denoise(e.model, branches, grids, noise, e.tokens, steps, shift, guidance)
+        outs = denoise(e.model, branches, grids, noise, e.tokens, steps, shift, guidance, on_step)
         return [
             to_image(e.vae.decode(unpatchify(z, h, w, p)[None].to(e.vae.dtype))[0])
             for z, (h, w) in zip(outs, grids, strict=True)
         ]
 
     def _batch(
-        self, images, instructions, seeds, steps, shift, guidance, max_tokens
+        self, images, instructions, seeds, steps, shift, guidance, max_tokens, progress: BatchProgress
     ) -> list[ReasoningResult]:
         e, n = self.editor, len(images)
         sources = [to_rgb(im) for im in images]
@@ -126,16 +144,19 @@ class ReasoningEditor:
         no_text = self._add_images(opening, vae_images, generators)
         full = e._append_text(no_text, instructions)
 
-        grounding = self._write(full, max_tokens)
+        # ``steps`` timesteps make ``steps - 1`` denoising steps (see ``denoise.schedule``).
+        grounding = self._write(full, max_tokens, progress, GROUNDING)
         full = e._append_text(full, grounding)
         branches = [list(b) for b in zip(full, no_text, no_image, strict=True)]
-        grounded = self._draw(branches, sizes, generators, steps, shift, guidance)
+        on_step = progress.phase(GROUNDED, steps - 1)
+        grounded = self._draw(branches, sizes, generators, steps, shift, guidance, on_step)
 
         no_text = full = self._add_images(full, grounded, generators)
-        description = self._write(full, max_tokens)
+        description = self._write(full, max_tokens, progress, DESCRIPTION)
         full = e._append_text(full, description)
         branches = [list(b) for b in zip(full, no_text, no_image, strict=True)]
-        edited = self._draw(branches, sizes, generators, steps, shift, guidance)
+        on_step = progress.phase(EDITED, steps - 1)
+        edited = self._draw(branches, sizes, generators, steps, shift, guidance, on_step)
 
         def back(im: Image.Image, src: Image.Image) -> Image.Image:
             return im if im.size == src.size else im.resize(src.size, Image.Resampling.BICUBIC)
