@@ -82,13 +82,7 @@ def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 1024) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -98,6 +92,16 @@ def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 1024) -> Path:
         show_progress=False,
     )
     tok.train_from_iterator([_CORPUS] * 4, trainer=trainer)
+    # The merges are learned as they always were (so the tiny models' vocabularies stay as they are); the
+    # saved tokenizer then splits text as Qwen2 does, which is also what a Qwen2Tokenizer builds around
+    # vocab.json + merges.txt (merges across a Qwen2 split, e.g. between digits, simply never apply).
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.save(str(out / "tokenizer.json"))
     tok.model.save(str(out))  # vocab.json + merges.txt (the vocabulary holds the special tokens too)
     special_ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}

@@ -112,8 +112,8 @@ def open_source(path: Path, kind: str | None = None) -> Source:
     cls = KINDS[kind] if kind else next((c for c in KINDS.values() if c.claims(path)), None)
     if cls is None:
         raise DataError(
-            f"--data {path}: not a kind of training data (.tar shards, a shards/ folder, parquet_info.json, "
-            "edit or t2i .parquet, .jsonl)"
+            f"--data {path}: no training data here (no .tar shards, shards/ folder, parquet_info.json, "
+            "edit or t2i .parquet, or .jsonl)"
         )
     try:
         return cls.from_path(path)

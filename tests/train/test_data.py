@@ -73,7 +73,7 @@ def test_empty_missing_and_useless_data_are_one_clear_error(tmp_path, mixed_shar
     with pytest.raises(DataError, match="no such file"):
         DataMixture.from_args([str(tmp_path / "nope")])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="not a kind of training data"):
+    with pytest.raises(DataError, match="no training data here"):
         DataMixture.from_args([str(tmp_path / "empty")])
     bad = write_shard(tmp_path / "bad" / "x.tar", {"nocot": sample_members("nocot", cot=None)})
     data = DataMixture.from_args([str(bad)])
@@ -88,7 +88,7 @@ def test_empty_missing_and_useless_data_are_one_clear_error(tmp_path, mixed_shar
     assert parse_data_arg(f"t2i_pretrain:{tmp_path}=3") == DataArg(tmp_path, 3.0, "t2i_pretrain")
     assert parse_data_arg(str(mixed_shard)) == DataArg(mixed_shard)
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(DataError, match="not a kind of training data"):
+    with pytest.raises(DataError, match="no training data here"):
         DataMixture.from_args([str(tmp_path / "notes.txt")])
     with pytest.raises(DataError, match="4 samples in a row skipped"):
         many_bad = {f"b{i}": sample_members(f"b{i}", cot=None) for i in range(5)}
