@@ -153,14 +153,16 @@ def test_freezing_the_understanding_expert_and_vit(trained, tiny_spec):
 
 
 def test_understanding_and_text_to_image_packs_carry_only_their_terms(components, tiny_spec):
-    """An understanding pack trains CE only (no VAE image at all), a text-to-image pack MSE only."""
+    """An understanding pack trains CE only (no VAE image at all; text-only too), a text-to-image pack MSE
+    only."""
     cfg, tokens = components.bagel.config, components.bagel.tokens
     talk = ConversationExample(
         "v", [picture(1, (40, 30))], [0, Utterance("What is it?", False), Utterance("A car.", True)]
     )
     caption = CaptionExample("c", picture(2), "a red car on a street")
+    text_only = ConversationExample("t", [], [Utterance("Say hello.", False), Utterance("Hello.", True)])
     with torch.no_grad():
-        for example, present in ((talk, {"ce"}), (caption, {"mse"})):
+        for example, present in ((talk, {"ce"}), (text_only, {"ce"}), (caption, {"mse"})):
             pack = build_pack([components.builder.plan(example, random.Random(0))], cfg, tokens)
             _, terms = step_losses(components, [pack], tiny_spec, "forward:0", backward=False)
             assert {t for t in TERMS if terms[t] != 0} == present, example.key
