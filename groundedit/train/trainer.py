@@ -268,8 +268,9 @@ def step_losses(
             )
             terms = pack_terms(out, pack, c.heads, c.sam, spec.grounding, c.bagel.config)
         loss = sum(weights[t] * terms.sums[t] / totals[t] for t in TERMS if t in terms.sums)
-        if world.distributed:
-            loss = loss + zero_touch(c.bagel.model)
+        # Every trainable parameter gets a gradient, zero when unused: FSDP2's collectives need it, and one
+        # process does the same so that both step alike (AdamW moves an unused parameter on momentum).
+        loss = loss + zero_touch(c.bagel.model)
         if backward:
             (loss * (scale * world.size)).backward()  # ranks' gradients are averaged (parallel.py)
         if scale:
