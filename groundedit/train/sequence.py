@@ -96,9 +96,6 @@ class SamplePlan:
     full_tokens: int = 0  # the sample's length with nothing dropped: what the budget is checked against
     source: str = ""  # the --data source it came from
 
-    def op(self, role: str) -> Op | None:
-        return next((op for op in self.ops if op.role == role), None)
-
 
 @dataclass
 class PackedSample:
@@ -142,11 +139,9 @@ class SequenceBuilder:
     def _image(self, image: Image.Image, rule: ResizeRule) -> Tensor:
         return to_tensor(resize(to_rgb(image), rule))
 
-    def _dropped_image(
-        self, image: Image.Image, rule: ResizeRule, stride: int, role: str | None = None
-    ) -> Op:
+    def _dropped_image(self, image: Image.Image, rule: ResizeRule, stride: int) -> Op:
         w, h = rule.target_size(*image.size)
-        return Op("skip", role=role, full=(w // stride) * (h // stride) + 2)
+        return Op("skip", full=(w // stride) * (h // stride) + 2)
 
     def _condition(self, image: Image.Image, rng: random.Random) -> list[Op]:
         """Clean VAE then ViT tokens of a conditioning image, each dropped with its CFG probability."""
