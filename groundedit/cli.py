@@ -489,9 +489,12 @@ def train(
     data: list[str] = typer.Option(
         ...,
         "--data",
-        metavar="PATH[=WEIGHT]",
-        help="training data, repeatable: a run folder, shards/ folder or .tar (our shards), or a Bagel "
-        "parquet_info .json / folder of .parquet; PATH=WEIGHT sets a source's mixing weight (default 1)",
+        metavar="[KIND:]PATH[=WEIGHT]",
+        help="training data, repeatable, [KIND:]PATH[=WEIGHT]: our shards (a run folder, shards/ folder or "
+        ".tar), Bagel edit parquet (a parquet_info .json or .parquet folder), Bagel t2i parquet (image + "
+        "captions) or Bagel vlm_sft .jsonl (images in images/ beside it); the kind is recognised, KIND: "
+        "forces one (groundedit, unified_edit, t2i_pretrain, vlm_sft); WEIGHT overrides the spec's "
+        "mixture weight of the source's kind",
     ),
     out: Path = typer.Option(
         ..., "--out", metavar="DIR", help="output folder: checkpoints, metrics.jsonl, model/"

@@ -384,7 +384,7 @@ def test_fixture_and_train_help_in_the_terminal(cli):
     fixture = cli("fixture", "--help").stdout
     for flag in ("--out DIR", "--images N", "--images-per-tar N", "--width PX", "--height PX", "--seed N"):
         assert flag in fixture, fixture
-    assert "--data PATH[=WEIGHT]" in cli("train", "--help").stdout
+    assert "--data [KIND:]PATH[=WEIGHT]" in cli("train", "--help").stdout
 
 
 def _jsonl_bench(folder: Path) -> Path:

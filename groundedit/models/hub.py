@@ -63,7 +63,11 @@ def quiet_loading() -> None:
 def tiny_path(name: str) -> Path:
     """Build (once) and return the tiny model ``name``."""
     builder = _builder(name)
-    key = hashlib.sha256(inspect.getsource(inspect.getmodule(builder)).encode()).hexdigest()[:12]
+    from groundedit.models import tiny_tokenizer
+
+    # the tiny LMs' tokenizer lives in its own module: a change there must rebuild them too
+    code = inspect.getsource(inspect.getmodule(builder)) + inspect.getsource(tiny_tokenizer)
+    key = hashlib.sha256(code.encode()).hexdigest()[:12]
     dest = cache_root() / "tiny" / f"{name}-{key}"
     done = dest / ".complete"
     if not done.is_file():

@@ -4,6 +4,13 @@ The tiny profile's language models (tiny Qwen2.5-VL, tiny Qwen3, tiny Bagel) nee
 that round-trips any text, knows the chat and vision special tokens and loads through
 ``transformers.AutoTokenizer`` exactly like a downloaded one. Nothing here touches the network: the
 BPE merges are learned from a fixed in-code corpus, so the same files come out on every machine.
+
+The folder is a Qwen2 tokenizer folder in full: ``tokenizer.json`` for the fast loaders, and
+``vocab.json`` + ``merges.txt`` (with the special tokens in ``tokenizer_config.json``'s
+``added_tokens_decoder``) for loaders that build the tokenizer from those, such as official Bagel's
+``Qwen2Tokenizer.from_pretrained``. Both give the same ids because ``tokenizer.json`` uses Qwen2's own
+pre-tokenizer (its split pattern — digits one by one — then byte-level) and NFC normalizer, which is what
+a ``Qwen2Tokenizer`` builds around a vocabulary and merges.
 """
 
 from __future__ import annotations
@@ -64,9 +71,13 @@ red green blue yellow black white gray brown orange purple pink large small tall
 """
 
 
+# Qwen2's pre-tokenizer split pattern (its tokenizer.json and its Python tokenizer use this one).
+QWEN2_SPLIT = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+
+
 def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 1024) -> Path:
-    """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json into ``out_dir``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """Write tokenizer.json, vocab.json, merges.txt, tokenizer_config.json and special_tokens_map.json."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,7 +92,19 @@ def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 1024) -> Path:
         show_progress=False,
     )
     tok.train_from_iterator([_CORPUS] * 4, trainer=trainer)
+    # The merges are learned as they always were (so the tiny models' vocabularies stay as they are); the
+    # saved tokenizer then splits text as Qwen2 does, which is also what a Qwen2Tokenizer builds around
+    # vocab.json + merges.txt (merges across a Qwen2 split, e.g. between digits, simply never apply).
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.save(str(out / "tokenizer.json"))
+    tok.model.save(str(out))  # vocab.json + merges.txt (the vocabulary holds the special tokens too)
+    special_ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
 
     config = {
         "tokenizer_class": "Qwen2TokenizerFast",
@@ -94,6 +117,18 @@ def build_tiny_tokenizer(out_dir: str | Path, vocab_size: int = 1024) -> Path:
         "split_special_tokens": False,
         "additional_special_tokens": [t for t in SPECIAL_TOKENS if t not in ("<|endoftext|>", "<|im_end|>")],
         "chat_template": CHAT_TEMPLATE,
+        # what a loader that reads vocab.json + merges.txt needs to keep the special tokens whole
+        "added_tokens_decoder": {
+            str(i): {
+                "content": t,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "single_word": False,
+                "special": True,
+            }
+            for t, i in special_ids.items()
+        },
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     special = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}

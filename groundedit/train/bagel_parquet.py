@@ -37,18 +37,34 @@ def read_parquet_info(path: Path) -> list[tuple[Path, int]]:
     return units
 
 
-def folder_units(folder: Path) -> list[tuple[Path, int]]:
-    """Units of every ``*.parquet`` in a folder, row-group counts read from the files' footers."""
+def folder_units(folder: Path, files: list[Path] | None = None) -> list[tuple[Path, int]]:
+    """Units of every ``*.parquet`` in a folder (or of ``files``), row-group counts from the footers."""
     import pyarrow.parquet as pq
 
     units = []
-    for file in sorted(folder.glob("*.parquet")):
+    for file in files if files is not None else sorted(folder.glob("*.parquet")):
         try:
             n = pq.ParquetFile(file).num_row_groups
         except Exception:  # unreadable footer: listed with one group so the read counts it as skipped
             n = 1
         units += [(file, g) for g in range(n)]
     return units
+
+
+def parquet_columns(path: Path) -> set[str]:
+    """Column names of a ``.parquet`` file, or of the first readable one in a folder (empty if none): how
+    the parquet kinds (edit, text-to-image) tell their folders apart."""
+    import pyarrow.parquet as pq
+
+    files = [path] if path.is_file() and path.suffix == ".parquet" else []
+    if path.is_dir():
+        files = sorted(path.glob("*.parquet"))
+    for file in files:
+        try:
+            return set(pq.read_schema(file).names)
+        except Exception:  # an unreadable file says nothing about the folder's kind; try the next
+            continue
+    return set()
 
 
 def window(n_images: int, rng: random.Random) -> tuple[int, int]:
@@ -79,14 +95,25 @@ def example_from_row(key: str, images: list, instructions: list, rng: random.Ran
 class BagelParquetSource:
     """Units are (parquet file, row group); items are rows."""
 
-    kind = "bagel-parquet"
+    kind = bp.DATASET_GROUP  # "unified_edit", official Bagel's name for this kind
 
     def __init__(self, name: str, units: list[tuple[Path, int]]) -> None:
         self.name, self._units = name, units
 
     @classmethod
+    def claims(cls, path: Path) -> bool:
+        """A parquet_info ``.json``, a folder holding ``parquet_info.json``, or parquet with the edit columns."""
+        if path.is_file() and path.suffix == ".json":
+            return True
+        if path.is_dir() and (path / PARQUET_INFO_NAME).is_file():
+            return True
+        return IMAGE_LIST in parquet_columns(path)
+
+    @classmethod
     def from_path(cls, path: Path) -> BagelParquetSource:
-        """A parquet_info JSON, a folder holding ``parquet_info.json``, or a folder of ``*.parquet``."""
+        """A parquet_info JSON, a folder holding ``parquet_info.json``, a folder of ``*.parquet`` or one file."""
+        if path.is_file() and path.suffix == ".parquet":
+            return cls(str(path), folder_units(path.parent, [path]))
         if path.is_file():
             return cls(str(path), read_parquet_info(path))
         if (path / PARQUET_INFO_NAME).is_file():

@@ -2,8 +2,12 @@
 
 An :class:`EditExample` is a chain of images with the instruction between each pair (one step for our
 shards, up to two for Bagel's multi-turn parquet rows) and, for GroundEdit samples, the grounding
-targets: the grounded image, the target mask and the four CoT steps. A sample that cannot be used raises
+targets: the grounded image, the target mask and the four CoT steps. A :class:`CaptionExample` is an
+image with its caption (Bagel's ``t2i_pretrain`` data), a :class:`ConversationExample` images and a
+conversation about them (Bagel's ``vlm_sft`` data). A sample that cannot be used raises
 :class:`~groundedit.imaging.SampleError` with a reason code; the data layer counts it and moves on.
+Every example carries the name of the ``--data`` source it came from (set by the data layer), so a
+run can count what it trained on per source.
 """
 
 from __future__ import annotations
@@ -39,6 +43,38 @@ class EditExample:
     images: list[Image.Image]
     instructions: list[str]
     grounding: Grounding | None = None
+    source: str = ""
+
+
+@dataclass
+class CaptionExample:
+    """Text-to-image: ``image`` generated from ``caption``."""
+
+    key: str
+    image: Image.Image
+    caption: str
+    source: str = ""
+
+
+@dataclass
+class Utterance:
+    """One piece of a conversation's text; ``trained`` pieces (the answers) carry the CE loss."""
+
+    text: str
+    trained: bool
+
+
+@dataclass
+class ConversationExample:
+    """Understanding: ``parts`` in order, each a piece of text or the index of an image in ``images``."""
+
+    key: str
+    images: list[Image.Image]
+    parts: list[Utterance | int]
+    source: str = ""
+
+
+Example = EditExample | CaptionExample | ConversationExample
 
 
 class _Lenient(BaseModel):

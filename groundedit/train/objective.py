@@ -1,9 +1,11 @@
 """The InterCoG objective of one pack: every loss term as a sum over its units, with the unit counts.
 
 Units: CE and MSE are means over tokens (text tokens with a loss; noised latent tokens), the grounding
-terms means over the reasoning samples (Lvv over those whose grounded ViT tokens were not dropped). The
-trainer divides each sum by the step's total count, so a step's loss does not depend on how its samples
-were split into packs: ``L = Σ_t weight_t · Σ_packs sum_t / count_t``.
+terms means over the reasoning samples that have what they read: Lvv over those whose grounded ViT tokens
+were not dropped, Ltv and Lmask's text-conditioned part over those whose textual grounding was not dropped
+(CFG's text-free branch). A sample's Lmask is the sum of the BCEs of the conditions it has. The trainer
+divides each sum by the step's total count, so a step's loss does not depend on how its samples were
+split into packs: ``L = Σ_t weight_t · Σ_packs sum_t / count_t``.
 
 Choices where the paper leaves room (spec ``grounding``):
 
@@ -48,15 +50,17 @@ class Terms:
 def pack_counts(pack: Pack) -> dict[str, int]:
     """Units of every term in a pack, known before its forward."""
     reasoning = [s for s in pack.samples if s.plan.reasoning]
+    grounded_text = sum(GROUNDING_TEXT in s.spans for s in reasoning)
     noised = sum(len(s.tokens) for s in pack.batch.spans if s.kind == "noised")
     counts = {
         "ce": int(pack.batch.ce_index.numel()),
         "mse": noised,
-        "tv": len(reasoning),
+        "tv": grounded_text,
         "mask": len(reasoning),
+        "vv": sum(GROUNDED_VIT in s.spans for s in reasoning),
     }
-    counts["vv"] = sum(GROUNDED_VIT in s.spans for s in reasoning)
     counts.update(dict.fromkeys(MASK_PARTS, len(reasoning)))
+    counts["mask_text"] = grounded_text
     return counts
 
 
@@ -97,8 +101,9 @@ def pack_terms(
         role: [batch.latent_grids[s.spans[role].image] for s in reasoning]
         for role in (GROUNDED_NOISED, EDITED_NOISED)
     }
+    # the text-conditioned mask is predicted for the samples that kept their textual grounding
+    texts = [i for i, s in enumerate(reasoning) if GROUNDING_TEXT in s.spans]
     logits = {
-        "mask_text": heads.text_masks(embeddings, [final[s.spans[GROUNDING_TEXT].tokens] for s in reasoning]),
         "mask_grounded": heads.visual_masks(
             embeddings,
             [final[s.spans[GROUNDED_NOISED].tokens] for s in reasoning],
@@ -109,6 +114,9 @@ def pack_terms(
             embeddings, [final[s.spans[EDITED_NOISED].tokens] for s in reasoning], grids[EDITED_NOISED], valid
         ),
     }
+    if texts:
+        states = [final[reasoning[i].spans[GROUNDING_TEXT].tokens] for i in texts]
+        logits["mask_text"] = heads.text_masks(embeddings[texts], states)
     frames = [sam.frame_mask(s.plan.mask, r) for s, r in zip(reasoning, resized, strict=True)]
     if spec.mask_resolution == "input":
         targets = [(f > 0.5).float() for f in frames]
@@ -116,24 +124,33 @@ def pack_terms(
             k: F.interpolate(v[:, None], size=sam.frame, mode="bilinear")[:, 0] for k, v in logits.items()
         }
     else:
-        targets = [binary_target(f, tuple(logits["mask_text"].shape[-2:])) for f in frames]
+        targets = [binary_target(f, tuple(logits["mask_grounded"].shape[-2:])) for f in frames]
+    samples = {
+        "mask_text": texts,
+        "mask_grounded": range(len(reasoning)),
+        "mask_edited": range(len(reasoning)),
+    }
     for part in MASK_PARTS:
-        terms.sums[part] = sum(mask_bce(lg, t) for lg, t in zip(logits[part], targets, strict=True))
-    terms.sums["mask"] = sum(terms.sums[p] for p in MASK_PARTS)
+        if part in logits:
+            bces = [mask_bce(lg, targets[i]) for lg, i in zip(logits[part], samples[part], strict=True)]
+            terms.sums[part] = torch.stack(bces).sum()
+    terms.sums["mask"] = sum(terms.sums[p] for p in MASK_PARTS if p in terms.sums)
 
-    # Alignment at the chosen layer: text-vision (Ltv) for every sample, vision-vision (Lvv) where the
-    # grounded image's ViT tokens survived CFG dropout.
+    # Alignment at the chosen layer: text-vision (Ltv) where the textual grounding survived CFG dropout,
+    # vision-vision (Lvv) where the grounded image's ViT tokens did.
     tv, vv = [], []
     for s, grid in zip(reasoning, grids[EDITED_NOISED], strict=True):
         edited = layer[s.spans[EDITED_NOISED].tokens]
-        coverage = mask_coverage(s.plan.mask, grid).to(edited.device)
-        tv.append(text_vision_alignment(heads.pt, edited, coverage, target(layer[s.location_tokens])))
+        if s.location_tokens is not None:
+            coverage = mask_coverage(s.plan.mask, grid).to(edited.device)
+            tv.append(text_vision_alignment(heads.pt, edited, coverage, target(layer[s.location_tokens])))
         vit = s.spans.get(GROUNDED_VIT)
         if vit is not None:
             goal = layer[vit.tokens] if spec.vv_target == "llm" else out.vit_features[vit.image]
             vit_grid = _vit_grid(s, config.vit.patch_size)
             vv.append(vision_vision_alignment(heads.pv, edited, grid, target(goal), vit_grid))
-    terms.sums["tv"] = torch.stack(tv).sum()
+    if tv:
+        terms.sums["tv"] = torch.stack(tv).sum()
     if vv:
         terms.sums["vv"] = torch.stack(vv).sum()
     return terms

@@ -42,10 +42,14 @@ def _group(tar: Path) -> list[tuple[str, dict[str, tuple[int, int]], list[str]]]
 class ShardSource:
     """The samples of one or more WebDataset tar shards written by ``groundedit run``."""
 
-    kind = "shards"
+    kind = "groundedit"
 
     def __init__(self, name: str, files: list[Path]) -> None:
         self.name, self.files = name, files
+
+    @classmethod
+    def claims(cls, path: Path) -> bool:
+        return path.suffix == ".tar" if path.is_file() else bool(shard_files(path))
 
     @classmethod
     def from_path(cls, path: Path) -> ShardSource:

@@ -71,6 +71,9 @@ class ImageRule(_Section):
     max_size: int = Field(..., ge=1)
     min_size: int = Field(..., ge=1)
     stride: int = Field(..., ge=1)
+    max_pixels: int | None = Field(
+        None, ge=1, description="pixel cap of the images of one sample together (None: the model's rule's)"
+    )
 
 
 class SequenceSpec(_Section):
@@ -86,6 +89,10 @@ class SequenceSpec(_Section):
     )
     vae_image: ImageRule | None = Field(None, description="resize rule of VAE images (None: the model's)")
     vit_image: ImageRule | None = Field(None, description="resize rule of ViT images (None: the model's)")
+    vlm_image: ImageRule | None = Field(
+        None,
+        description="resize rule of vlm_sft images (None: the ViT rule); max_pixels is shared by a sample's images",
+    )
 
 
 class GroundingSpec(_Section):
@@ -125,8 +132,18 @@ class TrainSpec(_Section):
     optim: Optim = Field(default_factory=Optim)
     max_steps: int = Field(4000, ge=1)
     batch_size: int = Field(64, ge=1, description="samples per optimizer step")
-    max_tokens_per_pack: int = Field(11520, ge=1, description="token budget of one forward")
-    max_tokens_per_sample: int = Field(10240, ge=1)
+    max_tokens_per_pack: int = Field(20480, ge=1, description="token budget of one forward")
+    max_tokens_per_sample: int = Field(
+        20480, ge=1, description="a sample longer than this (nothing dropped) is skipped as 'too_long'"
+    )
+    max_skips_in_a_row: int = Field(
+        1000, ge=1, description="a data source that skips this many samples in a row stops the run"
+    )
+    mixture: dict[str, float] = Field(
+        default_factory=dict,
+        description="default weight of a --data source by its kind (PATH=WEIGHT overrides); a kind's weight "
+        "is shared by its sources; kinds not listed weigh 1",
+    )
     checkpoint_every: int = Field(500, ge=1)
     keep_checkpoints: int = Field(2, ge=1, description="training checkpoints kept (older ones deleted)")
     log_every: int = Field(1, ge=1)
@@ -142,6 +159,19 @@ class TrainSpec(_Section):
         missing = {"bagel", "sam"} - self.models.keys()
         if missing:
             raise ValueError(f"models: missing {sorted(missing)}")
+        if self.max_tokens_per_sample > self.max_tokens_per_pack:
+            raise ValueError(
+                f"max_tokens_per_sample {self.max_tokens_per_sample} exceeds max_tokens_per_pack "
+                f"{self.max_tokens_per_pack}: a sample must fit one forward"
+            )
+        from .data import KINDS  # the data layer owns the kind names
+
+        unknown = sorted(set(self.mixture) - set(KINDS))
+        if unknown:
+            raise ValueError(f"mixture: unknown kinds {unknown} (known: {', '.join(KINDS)})")
+        bad = sorted(k for k, w in self.mixture.items() if w <= 0)
+        if bad:
+            raise ValueError(f"mixture: weights must be positive ({', '.join(bad)})")
 
     def system_prompts(self) -> tuple[str, str]:
         """(grounding-reasoning system prompt, plain-edit system prompt) from ``prompts/``."""

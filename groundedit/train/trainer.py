@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from groundedit.imaging import SampleError
 from groundedit.manifest import atomic_write_bytes
 from groundedit.models.bagel import LoadedBagel, load_bagel
 from groundedit.models.bagel.model import shift_timesteps
@@ -59,7 +60,7 @@ from .parallel import (
     shard_bagel,
     zero_touch,
 )
-from .sequence import Pack, SequenceBuilder, build_pack, group_plans
+from .sequence import Pack, SamplePlan, SequenceBuilder, build_pack, group_plans
 from .spec import Freeze, Optim, TrainSpec
 
 
@@ -90,6 +91,7 @@ class StepRecord:
     tokens: int
     seconds: float
     skipped: dict[str, int]
+    sources: dict[str, int] = field(default_factory=dict)  # the step's samples by --data source
 
     def to_json(self) -> dict:
         return {
@@ -104,6 +106,7 @@ class StepRecord:
             "seconds": round(self.seconds, 4),
             "tokens_per_s": round(self.tokens / max(self.seconds, 1e-9), 1),
             "skipped": self.skipped,
+            "sources": self.sources,
         }
 
 
@@ -184,17 +187,21 @@ def lr_at(step: int, optim: Optim, peak: float | None = None) -> float:
 
 
 def next_plans(data: DataMixture, c: Components, spec: TrainSpec, n: int | None = None) -> list:
-    """``n`` (default ``batch_size``) sample plans; over-long samples are skipped (reason ``too_long``)."""
-    plans = []
-    while len(plans) < (n or spec.batch_size):
-        draw, example = data.next()
-        plan = c.builder.plan(example, random.Random(f"{spec.seed}:sequence:{draw}"))
-        if plan.n_tokens > spec.max_tokens_per_sample:
-            data.skipped["too_long"] += 1
-            continue
-        plan.draw = draw
-        plans.append(plan)
-    return plans
+    """``n`` (default ``batch_size``) sample plans. A sample longer than ``max_tokens_per_sample`` with
+    nothing dropped is skipped by the data stream as ``too_long`` (so a source of nothing but such samples
+    stops the run with that reason instead of drawing forever)."""
+    limit = spec.max_tokens_per_sample
+
+    def plan(draw: int, example) -> SamplePlan:
+        p = c.builder.plan(example, random.Random(f"{spec.seed}:sequence:{draw}"))
+        if p.full_tokens > limit:
+            raise SampleError(
+                "too_long", f"{example.key}: {p.full_tokens} tokens > max_tokens_per_sample {limit}"
+            )
+        p.draw = draw
+        return p
+
+    return [data.next(plan)[1] for _ in range(n or spec.batch_size)]
 
 
 @torch.no_grad()
@@ -261,8 +268,9 @@ def step_losses(
             )
             terms = pack_terms(out, pack, c.heads, c.sam, spec.grounding, c.bagel.config)
         loss = sum(weights[t] * terms.sums[t] / totals[t] for t in TERMS if t in terms.sums)
-        if world.distributed:
-            loss = loss + zero_touch(c.bagel.model)
+        # Every trainable parameter gets a gradient, zero when unused: FSDP2's collectives need it, and one
+        # process does the same so that both step alike (AdamW moves an unused parameter on momentum).
+        loss = loss + zero_touch(c.bagel.model)
         if backward:
             (loss * (scale * world.size)).backward()  # ranks' gradients are averaged (parallel.py)
         if scale:
@@ -321,7 +329,14 @@ def _train(
     if spec.runtime.cpu_threads is not None:
         torch.set_num_threads(spec.runtime.cpu_threads)
     # Data and models are checked before anything is loaded; each rank reads its stripe of the data.
-    data = DataMixture.from_args(data_args, seed=spec.seed, rank=world.rank, world_size=world.size)
+    data = DataMixture.from_args(
+        data_args,
+        seed=spec.seed,
+        rank=world.rank,
+        world_size=world.size,
+        kind_weights=spec.mixture,
+        max_skips_in_a_row=spec.max_skips_in_a_row,
+    )
     data.check()
     preflight(spec)
     # Under torchrun Bagel is built on the meta device, sharded, then filled from rank 0's CPU copy: the
@@ -397,9 +412,12 @@ def _train(
         step += 1
 
         counts = world.sum([len(plans), len(packs), sum(p.batch.length for p in packs)])
-        skipped = Counter()
-        for s in world.gather(dict(data.skipped)):
-            skipped.update(s)
+        skipped, sources = Counter(), Counter()
+        for rank_skipped, rank_sources in world.gather(
+            (dict(data.skipped), Counter(p.source for p in plans))
+        ):
+            skipped.update(rank_skipped)
+            sources.update(rank_sources)
         record = StepRecord(
             step=step,
             max_steps=spec.max_steps,
@@ -412,6 +430,7 @@ def _train(
             tokens=int(counts[2]),
             seconds=time.perf_counter() - started,
             skipped=dict(skipped),
+            sources=dict(sources),
         )
         if log is not None and (step % spec.log_every == 0 or step == spec.max_steps):
             log.write(record)

@@ -65,15 +65,33 @@ def test_resize_tokens_is_bilinear_on_the_grid():
     assert torch.equal(resize_tokens(grid, (2, 3), (2, 3)), grid)
 
 
-def test_text_vision_alignment_uses_only_masked_tokens():
-    loc = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])  # mean direction (1, 1, 0)
-    edited = torch.tensor([[5.0, 5.0, 0.0], [0.0, 0.0, 9.0], [3.0, 3.0, 0.0], [0.0, -7.0, 1.0]])
-    inside = torch.tensor([1.0, 0.0, 1.0, 0.0])
-    assert text_vision_alignment(identity, edited, inside, loc).item() == pytest.approx(-1.0, abs=1e-6)
-    outside = 1 - inside
-    assert text_vision_alignment(identity, edited, outside, loc).item() > -0.5
-    doubled = text_vision_alignment(lambda x: 2 * x, edited, inside, loc)
-    assert doubled.item() == pytest.approx(-1.0, abs=1e-6)
+def test_text_vision_alignment_projects_the_coverage_weighted_mean():
+    """Ltv = −cos(Pt(Σ c_i v_i / Σ c_i), mean location state), worked by hand. Pt is a non-linear map that
+    also moves the direction (axes rotated, then ReLU), so each mistake gives another number: projecting
+    each token before averaging, ignoring partial coverage, reading uncovered tokens, projecting the text
+    instead, or leaving Pt out."""
+
+    def pt(x):
+        return torch.relu(x[..., [1, 2, 0]] - 1.0)  # (a, b, c) -> relu((b, c, a) - 1)
+
+    edited = torch.tensor([[4.0, 0.0, 0.0], [0.0, 6.0, 0.0], [0.0, 0.0, 9.0], [5.0, 5.0, 5.0]])
+    coverage = torch.tensor([1.0, 0.5, 0.0, 0.0])  # token 0 fully inside, token 1 half, 2 and 3 outside
+    location = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 0.0]])  # mean (1, 2, 0)
+    # weighted mean (4, 3, 0) / 1.5 = (8/3, 2, 0); Pt -> relu((2, 0, 8/3) - 1) = (1, 0, 5/3);
+    # cos with (1, 2, 0) = 1 / (sqrt(34) / 3 * sqrt(5)) = 3 / sqrt(170)
+    got = text_vision_alignment(pt, edited, coverage, location).item()
+    assert got == pytest.approx(-3 / math.sqrt(170), abs=1e-6)
+    wrong = {
+        "tokens projected, then averaged": negative_cosine(
+            weighted_mean(pt(edited), coverage), location.mean(0)
+        ),
+        "partial coverage taken as full": negative_cosine(pt(edited[:2].mean(0)), location.mean(0)),
+        "uncovered tokens": negative_cosine(pt(weighted_mean(edited, 1 - coverage)), location.mean(0)),
+        "text projected": negative_cosine(weighted_mean(edited, coverage), pt(location.mean(0))),
+        "no projection": negative_cosine(weighted_mean(edited, coverage), location.mean(0)),
+    }
+    for mistake, value in wrong.items():
+        assert abs(value.item() - got) > 0.05, mistake
 
 
 def test_vision_vision_alignment_resizes_to_the_vit_grid():
