@@ -293,3 +293,14 @@ def test_report_export_and_eval_from_the_command_line(cli, tiny_run, tmp_path):
         and proc.stderr.startswith("error: --to")
         and "not an empty folder" in proc.stderr
     )
+
+
+def test_status_counts_done_units_per_node(cli, spine_reference, spine_stages):
+    """A local run's units were all done on this machine, named by its host name."""
+    import socket
+
+    env = {"GROUNDEDIT_STAGES_DIR": str(spine_stages)}
+    table = cli("status", "--out", str(spine_reference), env=env).stdout
+    assert "done units per node" in table
+    (row,) = [line for line in table.splitlines() if line.startswith("│") and socket.gethostname() in line]
+    assert [cell.strip() for cell in row.split("│")[2:-1]] == ["4", "4", "4", "4"]

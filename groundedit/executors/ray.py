@@ -28,10 +28,12 @@ from pathlib import Path
 import groundedit
 from groundedit.commits import set_node_name
 from groundedit.executors import raycluster
+from groundedit.executors.base import ExecutorError
 from groundedit.tickets import Ticket
 from groundedit.worker import StageJob, StageWorker
 
 log = logging.getLogger(__name__)
+NODE_TASK_TIMEOUT_S = 120  # a task pinned to each node (the storage check) must start and finish
 
 
 @contextlib.contextmanager
@@ -179,6 +181,12 @@ class RayExecutor:
             ).remote(*args)
             for n in nodes
         }
+        _, late = ray.wait(list(refs.values()), num_returns=len(refs), timeout=NODE_TASK_TIMEOUT_S)
+        if late:
+            name = next(k for k, r in refs.items() if r in late)
+            raise ExecutorError(
+                f"node {name} did not run a task within {NODE_TASK_TIMEOUT_S} s (busy, or its storage hangs?)"
+            )
         return dict(zip(refs, ray.get(list(refs.values())), strict=True))
 
     def call(self, fn: Callable, *args):

@@ -8,11 +8,11 @@ can fail is one line within seconds instead of a minute of Ray's retries and a t
 1. the address resolves the way Ray resolves it (``auto``: ``RAY_ADDRESS``, then the recorded
    cluster, then any Ray head running here);
 2. its port accepts a TCP connection (5 s);
-3. token authentication is set up as the ``ray`` CLI does it (``ray start``): with
-   ``RAY_AUTH_MODE`` unset, the token is used when Ray finds one (``RAY_AUTH_TOKEN``,
-   ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``);
-4. the cluster's GCS answers and accepts the token (20 s), and lists its live nodes;
-5. this machine runs one of those nodes (a driver attaches to a local raylet), found the way Ray
+3. its GCS answers (20 s) and lists its live nodes, asked first without a token: a cluster that
+   wants one says so, and then the token is used where Ray finds one (``RAY_AUTH_TOKEN``,
+   ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``), as ``ray start`` uses it; ``RAY_AUTH_MODE``,
+   when set, is kept;
+4. this machine runs one of those nodes (a driver attaches to a local raylet), found the way Ray
    finds it (the raylet processes running here).
 """
 
@@ -83,8 +83,7 @@ def join(address: str, init_kwargs: dict) -> str:
     except OSError as e:
         why = e.strerror or str(e) or type(e).__name__
         raise ExecutorError(f"no Ray cluster at {shown}{origin}: {why}") from None
-    token_mode = _use_token_like_the_ray_cli()
-    alive = _alive_nodes(resolved, shown + origin, token_mode)
+    alive = _nodes_with_matching_auth(resolved, shown + origin)
     if not set(services.find_node_ids()) & alive:
         raise ExecutorError(
             f"this machine runs no node of the Ray cluster at {resolved}: run groundedit on the head "
@@ -123,7 +122,8 @@ def _resolve(address: str) -> tuple[str, str]:
     except ValueError:
         raise ExecutorError(f"--ray-address {address!r} is not HOST:PORT or 'auto'") from None
     origin = ""
-    if address == "auto" and resolved == recorded and not os.environ.get("RAY_ADDRESS"):
+    from_record = recorded and resolved == services.canonicalize_bootstrap_address(recorded)
+    if address == "auto" and from_record and not os.environ.get("RAY_ADDRESS"):
         from ray._common.utils import get_ray_address_file
 
         origin = (
@@ -133,9 +133,33 @@ def _resolve(address: str) -> tuple[str, str]:
     return resolved, origin
 
 
-def _use_token_like_the_ray_cli() -> bool:
-    """``ray start``'s rule: with ``RAY_AUTH_MODE`` unset, use token authentication when a token
-    can be found. (``ray.init`` does this only for ``auto``, never for an explicit address.)"""
+class _Unauthenticated(Exception):
+    pass
+
+
+def _nodes_with_matching_auth(address: str, shown: str) -> set[str]:
+    """The cluster's live nodes, with this process's authentication set to what the cluster uses:
+    a mode set in ``RAY_AUTH_MODE`` is kept; unset, a first request without a token tells whether
+    the cluster wants one, and then the token is used where Ray finds one (``ray start``'s rule). A
+    driver must match its cluster: a token-mode driver on a cluster without auth (which ignores
+    tokens) rejects its own workers' calls, and its actors die at start."""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    try:
+        return _alive_nodes(address, shown)
+    except _Unauthenticated:
+        if mode is not None:
+            raise ExecutorError(_auth_hint(shown, token_mode=mode.lower() == "token")) from None
+    if not _use_token_if_found():
+        raise ExecutorError(_auth_hint(shown, token_mode=False))
+    try:
+        return _alive_nodes(address, shown)
+    except _Unauthenticated:
+        raise ExecutorError(_auth_hint(shown, token_mode=True)) from None
+
+
+def _use_token_if_found() -> bool:
+    """Token mode for this process if Ray finds a token (``RAY_AUTH_TOKEN``,
+    ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``), through Ray's own function for it."""
     from ray._private.authentication import authentication_token_setup as setup
 
     # Ray's notice that token auth is now on would print over the run's own lines: muted here
@@ -148,9 +172,10 @@ def _use_token_like_the_ray_cli() -> bool:
         notices.setLevel(level)
 
 
-def _alive_nodes(address: str, shown: str, token_mode: bool) -> set[str]:
+def _alive_nodes(address: str, shown: str) -> set[str]:
     """Ids (hex) of the cluster's live nodes, asked of its GCS in a thread bounded by
-    ``GCS_TIMEOUT_S`` (Ray's client retries for ~40 s when nothing Ray-like answers)."""
+    ``GCS_TIMEOUT_S`` (Ray's client retries for ~40 s when nothing Ray-like answers). Raises
+    :class:`_Unauthenticated` when the cluster refuses this process's (lack of) token."""
     from ray._raylet import GcsClient
     from ray.exceptions import AuthenticationError
 
@@ -168,7 +193,7 @@ def _alive_nodes(address: str, shown: str, token_mode: bool) -> set[str]:
     t.join(GCS_TIMEOUT_S + 5)
     error = result.get("error")
     if isinstance(error, AuthenticationError):
-        raise ExecutorError(_auth_hint(shown, token_mode)) from None
+        raise _Unauthenticated()
     if "alive" not in result:
         why = str(error).splitlines()[0] if error else f"no answer within {GCS_TIMEOUT_S:.0f} s"
         raise ExecutorError(

@@ -98,10 +98,12 @@ class Node:
 
 
 class RayNodes:
-    """The session's cluster: ``address``, ``env`` for clients, ``add_node()``, ``heal()``."""
+    """A cluster of ``ray start`` nodes: ``address``, ``env`` for clients, ``add_node()``,
+    ``heal()``. ``auth``: token authentication (a token file, as a user's RAY_AUTH_TOKEN_PATH)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, auth: bool = True, head_cpus: int = 0, workers: int = 1):
         self.root = root
+        self.auth = auth
         self.token = root / "token"
         self.token.write_text(secrets.token_hex(24))
         self.port = _free_port()
@@ -115,7 +117,7 @@ class RayNodes:
             [
                 "--head",
                 f"--port={self.port}",
-                "--num-cpus=0",
+                f"--num-cpus={head_cpus}",
                 "--include-dashboard=false",
                 "--disable-usage-stats",
                 "--system-config="
@@ -123,7 +125,7 @@ class RayNodes:
                 f"--temp-dir={self.head_temp}",
             ],
         )
-        self.worker = self.add_node("n1")
+        self.worker = self.add_node("n1") if workers else None
 
     @property
     def env(self) -> dict:
@@ -140,7 +142,7 @@ class RayNodes:
         log = self.root / f"{name}.log"
         env = _env(
             {
-                "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_MODE": "token" if self.auth else "disabled",
                 "RAY_AUTH_TOKEN_PATH": str(self.token),
                 "RAY_AUTH_TOKEN": None,
                 "RAY_ADDRESS": None,
@@ -248,3 +250,17 @@ def ray_nodes(ray_nodes_session) -> RayNodes:
     """The session's multi-node cluster (head + one worker node), its worker alive."""
     ray_nodes_session.heal()
     return ray_nodes_session
+
+
+@pytest.fixture
+def ray_head_without_auth():
+    """A one-node cluster started with ``RAY_AUTH_MODE=disabled`` (1 CPU)."""
+    root = Path(tempfile.mkdtemp(prefix="ge-ray-", dir="/tmp"))
+    cluster = None
+    try:
+        cluster = RayNodes(root, auth=False, head_cpus=1, workers=0)
+        yield cluster
+    finally:
+        if cluster is not None:
+            cluster.close()
+        shutil.rmtree(root, ignore_errors=True)

@@ -188,6 +188,36 @@ def test_joining_without_the_clusters_token_is_one_line_with_the_fix(
     assert "`ray get-auth-token` on the head" in lines[0] and "~/.ray/auth_token" in lines[0]
 
 
+@pytest.mark.slow
+def test_a_cluster_without_token_auth_is_joined_by_a_machine_that_has_a_token(
+    ray_head_without_auth, tmp_path, cli
+):
+    """This machine has a token (RAY_AUTH_TOKEN_PATH), so the ``ray`` CLI's rule turns token mode on;
+    a cluster started with RAY_AUTH_MODE=disabled accepts it."""
+    from groundedit.fixtures import write_sa1b_fixture
+
+    inp = tmp_path / "in"
+    write_sa1b_fixture(inp, images=2, images_per_tar=2, seed=2)
+    out = tmp_path / "run"
+    head = ray_head_without_auth
+    (tmp_path / "token").write_text("a-token-this-cluster-never-asks-for")
+    env = {**head.env, "RAY_AUTH_TOKEN_PATH": str(tmp_path / "token")}
+    proc = cli(
+        "run",
+        "--stage",
+        "ingest",
+        *_args(inp, out)[1:],
+        "--ray-address",
+        head.address,
+        env=env,
+        timeout=WAIT_S,
+    )
+    assert re.search(
+        rf"note: joined the Ray cluster at \S+:{head.port} \(1 node, 1 CPUs, 0 GPUs\)", proc.stderr
+    )
+    assert {n.split("/")[-1] for n in _nodes(out, "ingest")} == {head.head.short_id()}
+
+
 def test_a_dead_address_is_one_error_line(spine_stages, sa1b_input, tmp_path, cli):
     import socket
 

@@ -171,3 +171,19 @@ def test_report_refuses_a_folder_it_did_not_write(zero_kept_run, tmp_path):
     with pytest.raises(ReportError, match="not a groundedit report folder"):
         build_report(zero_kept_run, tmp_path)
     assert (tmp_path / "mine.txt").read_text() == "keep me"
+
+
+def test_the_cost_section_counts_units_per_node(report, tiny_run):
+    import re
+    import socket
+
+    from groundedit.manifest import StageSummary
+
+    html = report.read_text()
+    table = html[html.index('<table id="node-table">') :]
+    table = table[: table.index("</table>")]
+    stages = re.findall(r"<th>([a-z]+)</th>", table)[1:]
+    assert stages == [s for s in stages if StageSummary.load(tiny_run, s)] and "ingest" in stages
+    (row,) = re.findall(rf"<tr><td>{re.escape(socket.gethostname())}</td>(.*?)</tr>", table, re.S)
+    counts = [int(n) for n in re.findall(r'<td class="n">(\d+)</td>', row)]
+    assert counts == [StageSummary.load(tiny_run, s).units_done for s in stages]
