@@ -127,34 +127,49 @@ def _tiny(*args: str) -> list[str]:
 @pytest.mark.slow
 def test_ray_workers_import_the_installed_package_from_the_clones_parent(sa1b_input, tmp_path):
     """From the folder holding a clone named ``groundedit/`` (whose ``stages/`` holds YAML), Ray
-    workers used to import that folder instead of the package."""
+    workers used to import that folder instead of the package. Also what a default Ray run shows: a
+    fresh local cluster said in one line, even with a dead cluster recorded where ``ray.init()``
+    would look for one (it used to hang on it), and none of Ray's native log lines."""
+    import tempfile
+
+    rt = Path(tempfile.mkdtemp(prefix="ge-rt-", dir="/tmp"))  # Ray's socket paths must stay short
+    (rt / "ray").mkdir()
+    (rt / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")  # a `ray start` cluster that is gone
     parent = tmp_path / "parent"
     clone = parent / "groundedit"
     shutil.copytree(REPO / "stages", clone / "stages")
     shutil.copytree(REPO / "prompts", clone / "prompts")
     script = Path(sys.executable).parent / "groundedit"
-    proc = subprocess.run(
-        [
-            str(script),
-            "run",
-            "--stage",
-            "ingest",
-            "--input",
-            str(sa1b_input),
-            "--out",
-            "run",
-            "--profile",
-            "tiny",
-        ],
-        cwd=parent,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "RAY_ADDRESS": ""},
-        start_new_session=True,
-    )
+    try:
+        proc = subprocess.run(
+            [
+                str(script),
+                "run",
+                "--stage",
+                "ingest",
+                "--input",
+                str(sa1b_input),
+                "--out",
+                "run",
+                "--profile",
+                "tiny",
+            ],
+            cwd=parent,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "RAY_ADDRESS": "", "RAY_TMPDIR": str(rt)},
+            start_new_session=True,
+            timeout=600,
+        )
+    finally:
+        shutil.rmtree(rt, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ModuleNotFoundError" not in proc.stderr
     assert "Token authentication" not in proc.stderr
+    assert "note: started a local Ray cluster for this run (" in proc.stderr
+    assert (
+        "core_worker" not in proc.stderr and "core_worker" in (parent / "run/logs/ray-driver.log").read_text()
+    )
     assert RunInfo.load(parent / "run").profile == "tiny"
 
 

@@ -30,6 +30,14 @@ def _nodes(out, stage: str) -> set[str]:
     return {c.node for c in CommitStore(out).read_all(stage).values()}
 
 
+def _wait_for(condition, what: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert proc.poll() is None, f"the run ended before {what}"
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_a_run_joins_a_cluster_started_with_ray_start(
     ray_nodes, spine_stages, spine_reference, sa1b_input, tmp_path, cli, same_output
@@ -55,76 +63,6 @@ def test_a_run_joins_a_cluster_started_with_ray_start(
     table = cli("status", "--out", str(out), env=env).stdout
     (row,) = [line for line in table.splitlines() if f"/{worker}" in line]
     assert [cell.strip() for cell in row.split("│")[2:-1]] == ["4"] * len(SPINE), "status: units per node"
-
-
-def _wait_for(condition, what: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert proc.poll() is None, f"the run ended before {what}"
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.1)
-
-
-@pytest.mark.slow
-def test_losing_a_node_mid_run_costs_nothing(
-    ray_nodes, spine_stages, spine_reference, sa1b_input, tmp_path, cli, cli_in_background, same_output
-):
-    """A stage worker freezes inside a unit (its files written, its commit not yet), and the whole
-    node it runs on is then killed, as a lost machine. Ray restarts the stage's actor on the other
-    node and the unit is redone there: the run finishes, a rerun has nothing left to do, and the
-    output is an uninterrupted run's. The cluster is joined through RAY_ADDRESS=auto and the
-    address `ray start` recorded."""
-    extra = ray_nodes.add_node("extra")  # two worker nodes, so either may be lost
-    out = tmp_path / "run"
-    env = {
-        **ray_nodes.env,
-        "GROUNDEDIT_STAGES_DIR": str(spine_stages),
-        "RAY_ADDRESS": "auto",
-        "RAY_TMPDIR": str(ray_nodes.root),  # where the head recorded its address
-    }
-    freeze = {
-        "GROUNDEDIT_CRASH_AT": "render:unit-written",
-        "GROUNDEDIT_CRASH_SIGNAL": "STOP",
-        "GROUNDEDIT_CRASH_ONCE": str(tmp_path / "frozen"),
-    }
-    workers = [ray_nodes.worker, extra]
-    try:
-        proc = cli_in_background(*_args(sa1b_input, out), env={**env, **freeze}, log=tmp_path / "run.log")
-        try:
-            _wait_for((tmp_path / "frozen.render-unit-written").exists, "a worker froze", proc)
-
-            def frozen_node():
-                for node in workers:
-                    for p in node.processes():
-                        try:
-                            if p.status() == psutil.STATUS_STOPPED:
-                                return node
-                        except psutil.Error:
-                            continue
-                return None
-
-            _wait_for(lambda: frozen_node() is not None, "the frozen worker to stop", proc)
-            lost = frozen_node()
-            lost_id = lost.short_id()
-            lost.kill()
-            rc = proc.wait(timeout=WAIT_S)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        log = (tmp_path / "run.log").read_text()
-        assert rc == 0, log[-3000:]
-        assert re.search(rf"joined the Ray cluster at \S+:{ray_nodes.port} \(3 nodes", log), log[-3000:]
-        store = CommitStore(out)
-        assert not [u for s in SPINE for u in store.units(s) if store.read_failure(s, u)], "no attempt open"
-        rerun = cli(*_args(sa1b_input, out), env=env, timeout=WAIT_S)
-        assert "exported 12 samples" in rerun.stderr
-        assert {s: StageSummary.load(out, s).units_ran for s in SPINE} == dict.fromkeys(SPINE, 0)
-        same_output(out, spine_reference)
-        survivor = next(n for n in workers if n is not lost).short_id()
-        render = {n.split("/")[-1] for n in _nodes(out, "render")}
-        assert survivor in render and render <= {survivor, lost_id}
-    finally:
-        extra.stop()
 
 
 @pytest.mark.slow
@@ -237,17 +175,63 @@ def test_a_dead_address_is_one_error_line(spine_stages, sa1b_input, tmp_path, cl
 
 
 @pytest.mark.slow
-def test_the_default_starts_its_own_cluster_even_when_one_is_recorded(ray_nodes, tmp_path, cli):
-    """Ray's own default would join the cluster `ray start` recorded; a run without an address must
-    start a fresh local cluster instead (here the recorded one is alive, and joinable)."""
-    from groundedit.fixtures import write_sa1b_fixture
-
-    assert (ray_nodes.head_temp / "ray_current_cluster").read_text().endswith(f":{ray_nodes.port}")
-    inp = tmp_path / "in"
-    write_sa1b_fixture(inp, images=2, images_per_tar=2, seed=2)
+def test_losing_a_node_mid_run_costs_nothing(
+    ray_nodes, spine_stages, spine_reference, sa1b_input, tmp_path, cli, cli_in_background, same_output
+):
+    """A stage worker freezes inside a unit (its files written, its commit not yet), and the whole
+    node it runs on is then killed, as a lost machine. Ray restarts the stage's actor on the other
+    node and the unit is redone there: the run finishes, a rerun has nothing left to do, and the
+    output is an uninterrupted run's. The cluster is joined through RAY_ADDRESS=auto and the
+    address `ray start` recorded."""
+    extra = ray_nodes.add_node("extra")  # two worker nodes, so either may be lost
     out = tmp_path / "run"
-    env = {**ray_nodes.env, "RAY_TMPDIR": str(ray_nodes.root)}
-    proc = cli("run", "--stage", "ingest", *_args(inp, out)[1:], env=env, timeout=WAIT_S)
-    assert "started a local Ray cluster for this run" in proc.stderr and "joined" not in proc.stderr
-    cluster = {ray_nodes.worker.short_id(), ray_nodes.head.short_id()}
-    assert not {n.split("/")[-1] for n in _nodes(out, "ingest")} & cluster
+    env = {
+        **ray_nodes.env,
+        "GROUNDEDIT_STAGES_DIR": str(spine_stages),
+        "RAY_ADDRESS": "auto",
+        "RAY_TMPDIR": str(ray_nodes.root),  # where the head recorded its address
+    }
+    freeze = {
+        "GROUNDEDIT_CRASH_AT": "render:unit-written",
+        "GROUNDEDIT_CRASH_SIGNAL": "STOP",
+        "GROUNDEDIT_CRASH_ONCE": str(tmp_path / "frozen"),
+    }
+    workers = [ray_nodes.worker, extra]
+    try:
+        proc = cli_in_background(*_args(sa1b_input, out), env={**env, **freeze}, log=tmp_path / "run.log")
+        try:
+            _wait_for((tmp_path / "frozen.render-unit-written").exists, "a worker froze", proc)
+
+            def frozen_node():
+                for node in workers:
+                    for p in node.processes():
+                        try:
+                            if p.status() == psutil.STATUS_STOPPED:
+                                return node
+                        except psutil.Error:
+                            continue
+                return None
+
+            _wait_for(lambda: frozen_node() is not None, "the frozen worker to stop", proc)
+            lost = frozen_node()
+            lost_id = lost.short_id()
+            lost.kill()
+            rc = proc.wait(timeout=WAIT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        log = (tmp_path / "run.log").read_text()
+        assert rc == 0, log[-3000:]
+        assert re.search(rf"joined the Ray cluster at \S+:{ray_nodes.port} \(3 nodes", log), log[-3000:]
+        store = CommitStore(out)
+        assert not [u for s in SPINE for u in store.units(s) if store.read_failure(s, u)], "no attempt open"
+        # nothing is left to do, whichever executor looks (the local one needs no cluster)
+        rerun = cli(*_args(sa1b_input, out), "--executor", "local", env=env, timeout=WAIT_S)
+        assert "exported 12 samples" in rerun.stderr
+        assert {s: StageSummary.load(out, s).units_ran for s in SPINE} == dict.fromkeys(SPINE, 0)
+        same_output(out, spine_reference)
+        survivor = next(n for n in workers if n is not lost).short_id()
+        render = {n.split("/")[-1] for n in _nodes(out, "render")}
+        assert survivor in render and render <= {survivor, lost_id}
+    finally:
+        extra.stop()
