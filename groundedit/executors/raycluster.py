@@ -204,8 +204,10 @@ def _alive_nodes(address: str, shown: str) -> set[str]:
 
 
 def _auth_hint(address: str, token_mode: bool) -> str:
+    from ray._raylet import AuthenticationTokenLoader
+
     get = "`ray get-auth-token` on the head prints it"
-    if token_mode:
+    if token_mode and AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
         return (
             f"the Ray cluster at {address} rejected this machine's authentication token: use the "
             f"head's token ({get}) in {TOKEN_SOURCES}"
