@@ -3,6 +3,7 @@ evaluate edits, make a tiny input, train Bagel on the shards and edit with the r
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 from collections import Counter
@@ -21,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from groundedit import __version__
+from groundedit.native_stderr import NativeStderr
 from groundedit.specs import DEFAULT_PROFILE, SpecError, available_profiles
 
 app = typer.Typer(
@@ -31,6 +33,7 @@ app = typer.Typer(
     help="Build grounding-oriented image-editing data from SA-1B photos.",
 )
 console = Console(stderr=True)
+RAY_DRIVER_LOG = "logs/ray-driver.log"  # inside the run folder
 
 
 class CliError(Exception):
@@ -111,7 +114,11 @@ def run(
         "made with; the stages they change are redone",
     ),
     ray_address: str | None = typer.Option(
-        None, "--ray-address", metavar="HOST:PORT", help="join this Ray cluster"
+        None,
+        "--ray-address",
+        metavar="HOST:PORT|auto",
+        help="join this running Ray cluster (default: RAY_ADDRESS; 'auto': the one `ray start` "
+        "recorded on this machine); without either, a fresh local cluster is started for the run",
     ),
     schedule: str = typer.Option(
         "stream",
@@ -175,31 +182,36 @@ def run(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
-    kwargs = {"address": ray_address} if executor == "ray" else {}
-    ex = make_executor(executor, **kwargs)
-    try:
-        with Progress(*columns, console=console, transient=False) as progress:
-            pipe = Pipeline(
-                ctx,
-                ex,
-                on_event=_ProgressView(progress),
-                on_notice=_notice,
-                schedule=schedule,
-                window=units_in_flight,
+    ex = make_executor(executor, **({"address": ray_address} if executor == "ray" else {}))
+    # Ray's native log lines (a warning on every run, retries while connecting) go to
+    # OUT/logs/ray-driver.log instead of over the progress bars (see groundedit.native_stderr).
+    native = NativeStderr() if executor == "ray" else None
+    with native or contextlib.nullcontext():
+        try:
+            with Progress(*columns, console=console, transient=False) as progress:
+                pipe = Pipeline(
+                    ctx,
+                    ex,
+                    on_event=_ProgressView(progress),
+                    on_notice=_notice,
+                    schedule=schedule,
+                    window=units_in_flight,
+                )
+                if stage != "all" and stage not in pipe.order:
+                    raise CliError(f"unknown stage '{stage}' (choose from: all, {', '.join(pipe.order)})")
+                summary = pipe.run(None if stage == "all" else stage)
+        except KeyboardInterrupt:
+            console.print(
+                f"interrupted: finished units are kept; rerun `groundedit run --out {out}` to resume",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
             )
-            if stage != "all" and stage not in pipe.order:
-                raise CliError(f"unknown stage '{stage}' (choose from: all, {', '.join(pipe.order)})")
-            summary = pipe.run(None if stage == "all" else stage)
-    except KeyboardInterrupt:
-        console.print(
-            f"interrupted: finished units are kept; rerun `groundedit run --out {out}` to resume",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(130) from None
-    finally:
-        ex.close()
+            raise typer.Exit(130) from None
+        finally:
+            ex.close()
+            if native is not None and (ctx.out / "manifests").is_dir():
+                native.save(ctx.out / RAY_DRIVER_LOG)
     _print_summary(ctx.out, summary)
     failed = {(name, u): err for name, s in summary.items() for u, err in s.get("quarantined", {}).items()}
     if failed:
@@ -279,7 +291,8 @@ def status(out: Path = typer.Option(..., "--out", metavar="DIR", help="run folde
     table = Table(title=f"{out}  (profile {info.profile}, seed {info.seed})")
     for col in ("stage", "state", "units", "in", "kept", "rejected", "reasons"):
         table.add_column(col, justify="right" if col in ("units", "in", "kept", "rejected") else "left")
-    for st in run_status(StageChain(ctx), ctx.out):
+    statuses = run_status(StageChain(ctx), ctx.out)
+    for st in statuses:
         reasons = ", ".join(f"{k} {v}" for k, v in st.rejected.most_common())
         units = f"{st.units_done}/{st.units_planned}" if st.units_planned else str(st.units_done)
         state = f"{st.state} ({st.detail})" if st.detail else st.state
@@ -287,7 +300,17 @@ def status(out: Path = typer.Option(..., "--out", metavar="DIR", help="run folde
             st.stage, state, units, str(st.rows_in), str(st.kept), str(sum(st.rejected.values())), reasons
         )
     # Wide enough for the reasons column even when stdout is not a terminal (rich would assume 80).
-    Console(width=max(140, shutil.get_terminal_size().columns)).print(table)
+    out_console = Console(width=max(140, shutil.get_terminal_size().columns))
+    out_console.print(table)
+    worked = [st for st in statuses if st.nodes]
+    if worked:
+        per_node = Table(title="done units per node (the node whose worker made each unit's commit)")
+        per_node.add_column("node")
+        for st in worked:
+            per_node.add_column(st.stage, justify="right")
+        for node in sorted({n for st in worked for n in st.nodes}):
+            per_node.add_row(node or "(not recorded)", *(str(st.nodes.get(node, 0)) for st in worked))
+        out_console.print(per_node)
 
 
 @app.command()
@@ -790,6 +813,7 @@ def doctor(
 def main(argv: list[str] | None = None) -> int:
     """Entry point: usage errors and expected failures print one line and exit non-zero."""
     from groundedit.evaluation.judge import JudgeError
+    from groundedit.executors import ExecutorError
     from groundedit.pipeline import PipelineError
     from groundedit.runlock import RunLocked
     from groundedit.runner import StageFailed
@@ -810,6 +834,7 @@ def main(argv: list[str] | None = None) -> int:
         CliError,
         SpecError,
         PipelineError,
+        ExecutorError,
         RunLocked,
         StageFailed,
         JudgeError,

@@ -88,6 +88,11 @@ class UnitCommit(_Record):
     )
     committed_ns: int = Field(0, description="wall clock (ns since the epoch) when the commit was written")
     worker: str = Field("", description="host:pid of the process that wrote it")
+    node: str = Field(
+        "",
+        description="the node that did the work: IP/start of the node id on a Ray cluster, the host "
+        "name in a local run; empty in commits written before nodes were recorded",
+    )
     source_stamps: list[FileStamp] = Field(
         default_factory=list, description="source stage: the loose input files it read"
     )
@@ -126,6 +131,20 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+_node = ""
+
+
+def set_node_name(name: str) -> None:
+    """Name this process's node (an executor that knows it, e.g. Ray's node id, says so once)."""
+    global _node
+    _node = name
+
+
+def node_name() -> str:
+    """The node commits written by this process are credited to (default: the host name)."""
+    return _node or socket.gethostname()
+
+
 class CommitStore:
     """The commit files of one run folder."""
 
@@ -142,7 +161,8 @@ class CommitStore:
             return None
 
     def write(self, commit: UnitCommit) -> UnitCommit:
-        commit = commit.model_copy(update={"committed_ns": time.time_ns(), "worker": worker_name()})
+        stamp = {"committed_ns": time.time_ns(), "worker": worker_name(), "node": node_name()}
+        commit = commit.model_copy(update=stamp)
         atomic_write_bytes(self._path(commit.stage, commit.unit), commit.model_dump_json().encode())
         return commit
 

@@ -68,6 +68,10 @@ class StageSummary(BaseModel):
     setup_seconds: float = Field(0.0, description="model loading charged to the done units")
     gpu_seconds: float = Field(0.0, description="GPU-seconds of the done units")
     devices: list[str] = Field(default_factory=list, description="where the done units' models ran")
+    nodes: dict[str, int] = Field(
+        default_factory=dict,
+        description="done units per node that did them (from their commits; '' = not recorded)",
+    )
     updated_at: str = ""
     shards: int | None = Field(None, description="sink: WebDataset shards written")
     exported: int | None = Field(None, description="sink: samples in the shards")

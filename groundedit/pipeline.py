@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from groundedit import shared_storage
 from groundedit.chain import StageChain
 from groundedit.commits import CommitStore
 from groundedit.executors import Executor, LocalExecutor
@@ -68,10 +69,12 @@ class _Tally:
     setup_seconds: float = 0.0
     gpu_seconds: float = 0.0
     devices: set[str] = field(default_factory=set)
+    nodes: Counter = field(default_factory=Counter)
 
     def add(self, unit: str, o: Outcome) -> None:
         if o.ok:
             self.done += 1
+            self.nodes[o.node] += 1
             self.ran += o.state == "ran"
             self.rows_in += o.rows_in
             self.kept += o.kept
@@ -124,20 +127,24 @@ class Pipeline:
         names = [only] if only else self.order
         self.preflight(names)
         specs = {n: self.chain.specs[n] for n in names}
-        capacity = self.executor.capacity(any(s.resources.gpus > 0 for s in specs.values()))
-        try:
-            check_gpus(
-                specs, capacity, "this machine" if self.executor.name == "local" else "the Ray cluster"
-            )
-        except ResourceError as e:
-            raise PipelineError(str(e)) from None
         planned = self._planned_units() if self.chain.source in names else None  # before any write
 
         def takeover(holder: str) -> None:
             self.on_notice(f"taking over the run lock left by a run that did not finish ({holder})")
 
         c = self.ctx
-        with run_lock(c.out, on_takeover=takeover):
+        with run_lock(c.out, on_takeover=takeover):  # before Ray starts: a busy folder costs nothing
+            where = self.executor.start()
+            if where:
+                self.on_notice(where)
+            capacity = self.executor.capacity(any(s.resources.gpus > 0 for s in specs.values()))
+            try:
+                check_gpus(
+                    specs, capacity, "this machine" if self.executor.name == "local" else "the Ray cluster"
+                )
+            except ResourceError as e:
+                raise PipelineError(str(e)) from None
+            self._check_storage()
             RunInfo(input=str(c.input), profile=c.profile, seed=c.seed, limit=c.limit).save(c.out)
             self._clean_temp(names)
             if planned is not None:
@@ -162,6 +169,20 @@ class Pipeline:
                 f"models or files missing for profile '{self.ctx.profile}':\n  {lines}\n"
                 "get them (or point the stage specs at local copies), or use --profile tiny to run "
                 "every stage with tiny random-weight models"
+            )
+
+    def _check_storage(self) -> None:
+        """Stop before any work when a node cannot see ``--out`` or ``--input`` (DESIGN §7)."""
+        c = self.ctx
+        bad = shared_storage.unseen(
+            self.executor.on_every_node, c.out / "manifests", "storage-probe", c.input
+        )
+        if bad:
+            node, why = next(iter(bad.items()))
+            more = f" (and {len(bad) - 1} more node{'s' * (len(bad) > 2)})" if len(bad) > 1 else ""
+            raise PipelineError(
+                f"node {node} {why}{more}; --input and --out must be on storage every node mounts "
+                "at the same path (a shared filesystem)"
             )
 
     # --- planning ------------------------------------------------------------------------------
@@ -306,6 +327,7 @@ class Pipeline:
                 setup_seconds=round(t.setup_seconds, 3),
                 gpu_seconds=round(t.gpu_seconds, 3),
                 devices=sorted(t.devices),
+                nodes=dict(sorted(t.nodes.items())),
             )
             if name == sink:
                 record.shards, record.exported = outputs["shards"], outputs["samples"]

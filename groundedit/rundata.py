@@ -1,7 +1,7 @@
 """Reading a run folder: the one place the report, the exporters and ``eval`` learn what a run holds.
 
 - :meth:`RunData.stages` — per stage, from its summary: units, samples in / kept / rejected by
-  reason, and what it cost (worker wall seconds, setup, GPU-seconds, devices).
+  reason, what it cost (worker wall seconds, setup, GPU-seconds, devices) and where units were done.
 - :meth:`RunData.samples` — the exported samples, streamed from the shards in order: the strict
   record and, where asked, the members' bytes.
 - :meth:`RunData.rejected` — every dropped sample with its stage, reason, detail, raw model text
@@ -53,6 +53,7 @@ class StageSummary:
     setup_seconds: float = 0.0  # model loading, summed over workers
     gpu_seconds: float = 0.0
     devices: tuple[str, ...] = ()
+    nodes: dict[str, int] = field(default_factory=dict)  # done units per node that did them
 
     @property
     def rejected_total(self) -> int:
@@ -126,6 +127,7 @@ class RunData:
                     setup_seconds=m.setup_seconds,
                     gpu_seconds=m.gpu_seconds,
                     devices=tuple(m.devices),
+                    nodes=dict(m.nodes),
                 )
             )
         return out

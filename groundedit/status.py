@@ -31,6 +31,7 @@ class StageStatus:
     detail: str = ""
     quarantined: int = 0
     stale: Counter = field(default_factory=Counter)  # why -> units
+    nodes: Counter = field(default_factory=Counter)  # node that did it -> done units
 
 
 def run_status(chain: StageChain, out: Path) -> list[StageStatus]:
@@ -68,6 +69,8 @@ def run_status(chain: StageChain, out: Path) -> list[StageStatus]:
             if why:
                 st.stale[why] += 1
             st.units_done += ok
+            if ok:
+                st.nodes[c.node] += 1
             upstream_ok = ok
             if c is not None:
                 made.append(c)

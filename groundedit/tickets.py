@@ -32,6 +32,7 @@ class Outcome(BaseModel):
     setup_seconds: float = 0.0
     gpu_seconds: float = 0.0
     device: str = "cpu"
+    node: str = Field("", description="the node whose commit this is (done and ran units)")
 
     @property
     def ok(self) -> bool:

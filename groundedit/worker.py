@@ -187,6 +187,7 @@ def _outcome(commit: UnitCommit, state: str) -> Outcome:
         setup_seconds=commit.setup_seconds,
         gpu_seconds=commit.gpu_seconds or 0.0,
         device=commit.device,
+        node=commit.node,
     )
 
 

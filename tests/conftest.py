@@ -58,11 +58,14 @@ def hf_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def ray_cluster(model_cache):
     """A local Ray cluster shared by every test that needs one (started once, ~3 s). Started after
-    the environment is set, so its workers see the session's model cache."""
+    the environment is set, so its workers see the session's model cache. Always a new cluster
+    (``address="local"``): ``ray.init()`` alone would join one recorded by an earlier ``ray start``."""
     import ray
 
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False
+    )
     yield ray
     ray.shutdown()
 
@@ -87,23 +90,50 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def run_cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``groundedit`` in a subprocess (its own process group, so a crash point kills only it)."""
-    full_env = {**os.environ, **(env or {})}
+def cli_env(env: dict | None) -> dict[str, str]:
+    """This process's environment with ``env`` applied (a ``None`` value removes the variable)."""
+    merged = {**os.environ, **(env or {})}
+    return {k: v for k, v in merged.items() if v is not None}
+
+
+def _cli_options(env: dict | None) -> dict:
+    return {
+        "env": cli_env(env),
+        "start_new_session": True,
+        "cwd": REPO,
+        # A pytest started in the background (a non-interactive shell's `&`) ignores SIGINT, and the
+        # child would inherit that: give it a terminal's default, as a user's run has.
+        "preexec_fn": _default_sigint,
+    }
+
+
+def run_cli(
+    *args: str, env: dict | None = None, check: bool = True, timeout: float | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``groundedit`` in a subprocess (its own process group, so a crash point kills only it).
+    ``env`` values of ``None`` unset a variable; ``timeout`` guards against a hang."""
     proc = subprocess.run(
         [sys.executable, "-m", "groundedit.cli", *args],
         capture_output=True,
         text=True,
-        env=full_env,
-        start_new_session=True,
-        cwd=REPO,
-        # A pytest started in the background (a non-interactive shell's `&`) ignores SIGINT, and the
-        # child would inherit that: give it a terminal's default, as a user's run has.
-        preexec_fn=_default_sigint,
+        timeout=timeout,
+        **_cli_options(env),
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"groundedit {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+def start_cli(*args: str, env: dict | None = None, log: Path) -> subprocess.Popen:
+    """Start ``groundedit`` in the background, as :func:`run_cli` runs it; stdout and stderr go to
+    ``log``."""
+    with open(log, "wb") as f:
+        return subprocess.Popen(
+            [sys.executable, "-m", "groundedit.cli", *args],
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            **_cli_options(env),
+        )
 
 
 def _good_photo(rng, width, height, image_id, name):
@@ -326,8 +356,15 @@ def shard_reader():
 
 
 @pytest.fixture(scope="session")
+def cli_in_background():
+    """``cli_in_background(*args, env=None, log=path)``: start the groundedit CLI, return its Popen."""
+    return start_cli
+
+
+@pytest.fixture(scope="session")
 def cli():
-    """``cli(*args, env=None, check=True)``: run the groundedit CLI in a fresh process group."""
+    """``cli(*args, env=None, check=True, timeout=None)``: run the groundedit CLI in a fresh process
+    group."""
     return run_cli
 
 

@@ -127,34 +127,49 @@ def _tiny(*args: str) -> list[str]:
 @pytest.mark.slow
 def test_ray_workers_import_the_installed_package_from_the_clones_parent(sa1b_input, tmp_path):
     """From the folder holding a clone named ``groundedit/`` (whose ``stages/`` holds YAML), Ray
-    workers used to import that folder instead of the package."""
+    workers used to import that folder instead of the package. Also what a default Ray run shows: a
+    fresh local cluster said in one line, even with a dead cluster recorded where ``ray.init()``
+    would look for one (it used to hang on it), and none of Ray's native log lines."""
+    import tempfile
+
+    rt = Path(tempfile.mkdtemp(prefix="ge-rt-", dir="/tmp"))  # Ray's socket paths must stay short
+    (rt / "ray").mkdir()
+    (rt / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")  # a `ray start` cluster that is gone
     parent = tmp_path / "parent"
     clone = parent / "groundedit"
     shutil.copytree(REPO / "stages", clone / "stages")
     shutil.copytree(REPO / "prompts", clone / "prompts")
     script = Path(sys.executable).parent / "groundedit"
-    proc = subprocess.run(
-        [
-            str(script),
-            "run",
-            "--stage",
-            "ingest",
-            "--input",
-            str(sa1b_input),
-            "--out",
-            "run",
-            "--profile",
-            "tiny",
-        ],
-        cwd=parent,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "RAY_ADDRESS": ""},
-        start_new_session=True,
-    )
+    try:
+        proc = subprocess.run(
+            [
+                str(script),
+                "run",
+                "--stage",
+                "ingest",
+                "--input",
+                str(sa1b_input),
+                "--out",
+                "run",
+                "--profile",
+                "tiny",
+            ],
+            cwd=parent,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "RAY_ADDRESS": "", "RAY_TMPDIR": str(rt)},
+            start_new_session=True,
+            timeout=600,
+        )
+    finally:
+        shutil.rmtree(rt, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ModuleNotFoundError" not in proc.stderr
     assert "Token authentication" not in proc.stderr
+    assert "note: started a local Ray cluster for this run (" in proc.stderr
+    assert (
+        "core_worker" not in proc.stderr and "core_worker" in (parent / "run/logs/ray-driver.log").read_text()
+    )
     assert RunInfo.load(parent / "run").profile == "tiny"
 
 
@@ -431,3 +446,14 @@ def test_eval_of_a_run_folder_judges_with_its_profile_and_writes_into_it(
     assert not (tmp_path / "eval-results").exists()
     assert main(["eval", "--bench", str(run), "--limit", "1", "--profile", "paper"]) == 1
     assert "judge model missing" in capsys.readouterr().err, "an explicit --profile wins over the run's"
+
+
+def test_status_counts_done_units_per_node(cli, spine_reference, spine_stages):
+    """A local run's units were all done on this machine, named by its host name."""
+    import socket
+
+    env = {"GROUNDEDIT_STAGES_DIR": str(spine_stages)}
+    table = cli("status", "--out", str(spine_reference), env=env).stdout
+    assert "done units per node" in table
+    (row,) = [line for line in table.splitlines() if line.startswith("│") and socket.gethostname() in line]
+    assert [cell.strip() for cell in row.split("│")[2:-1]] == ["4", "4", "4", "4"]

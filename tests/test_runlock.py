@@ -38,3 +38,24 @@ def test_clean_exit_leaves_nothing_to_take_over(tmp_path):
     with run_lock(tmp_path, on_takeover=seen.append):
         pass
     assert seen == []
+
+
+def test_a_busy_folder_is_refused_before_the_executor_starts(spine_stages, sa1b_input, tmp_path, monkeypatch):
+    """Starting Ray (or joining a cluster) costs seconds and prints lines: a folder another run
+    holds is refused first."""
+    from groundedit.executors import LocalExecutor
+    from groundedit.pipeline import Pipeline
+    from groundedit.stages import RunContext
+
+    class Recording(LocalExecutor):
+        started = False
+
+        def start(self):
+            Recording.started = True
+
+    monkeypatch.setenv("GROUNDEDIT_STAGES_DIR", str(spine_stages))
+    out = tmp_path / "run"
+    ctx = RunContext(out=out, input=sa1b_input, seed=0, profile="tiny")
+    with run_lock(out), pytest.raises(RunLocked):
+        Pipeline(ctx, Recording()).run()
+    assert not Recording.started

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from groundedit.executors.base import Executor
+from groundedit.executors.base import Executor, ExecutorError
 from groundedit.executors.local import LocalExecutor
 from groundedit.executors.ray import RayExecutor
 
@@ -15,4 +15,4 @@ def make_executor(name: str, **kwargs) -> Executor:
     return EXECUTORS[name](**kwargs) if name == "ray" else EXECUTORS[name]()
 
 
-__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "RayExecutor", "make_executor"]
+__all__ = ["EXECUTORS", "Executor", "ExecutorError", "LocalExecutor", "RayExecutor", "make_executor"]

@@ -6,12 +6,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 
+from groundedit.commits import node_name
 from groundedit.tickets import Ticket
 from groundedit.worker import StageJob, StageWorker
 
 
 class LocalExecutor:
     name = "local"
+
+    def start(self) -> str | None:
+        return None
 
     def capacity(self, gpus_needed: bool) -> dict[str, float]:
         gpus = 0
@@ -31,6 +35,9 @@ class LocalExecutor:
         finally:
             for w in workers:
                 w.close()
+
+    def on_every_node(self, fn: Callable, *args) -> dict[str, object]:
+        return {node_name(): fn(*args)}
 
     def call(self, fn: Callable, *args):
         return fn(*args)

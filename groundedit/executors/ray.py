@@ -1,6 +1,7 @@
 """Ray executor: the stages of a wave stream into each other through Ray Data.
 
-``ray.init()`` joins the cluster at ``--ray-address`` / ``RAY_ADDRESS``, or starts a local one.
+The cluster is a running one named by ``--ray-address`` / ``RAY_ADDRESS``, or a fresh local one
+(:mod:`raycluster` checks and joins it). Each stage worker records its node in its commits.
 Tickets (a few hundred bytes per unit) are a Ray Data dataset, one block per unit; each stage is a
 ``map_batches`` over it with an autoscaling actor pool (``ActorPoolStrategy(1, workers)``, the
 spec's CPUs and GPUs per actor), so a unit moves on as soon as a stage commits it and every stage
@@ -11,7 +12,8 @@ counts attempts and quarantines a unit that keeps killing it).
 Ray Data's backpressure counts object-store bytes, and tickets are tiny (the data stays on disk),
 so we add one policy to Ray Data's list: at most ``window`` units between the first stage and the
 consumer. That bounds how far cheap stages run ahead of expensive ones and lets the first shards
-appear while the input is still being read. The only module that imports Ray.
+appear while the input is still being read. With :mod:`raycluster`, the only modules that import
+Ray.
 """
 
 from __future__ import annotations
@@ -24,10 +26,14 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import groundedit
+from groundedit.commits import set_node_name
+from groundedit.executors import raycluster
+from groundedit.executors.base import ExecutorError
 from groundedit.tickets import Ticket
 from groundedit.worker import StageJob, StageWorker
 
 log = logging.getLogger(__name__)
+NODE_TASK_TIMEOUT_S = 120  # a task pinned to each node (the storage check) must start and finish
 
 
 @contextlib.contextmanager
@@ -52,6 +58,7 @@ class _UnitStep:
     job: StageJob
 
     def __init__(self):
+        set_node_name(_this_node())
         self.worker = StageWorker(self.job)
 
     def __call__(self, batch: dict) -> dict:
@@ -86,26 +93,36 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None):
+        """``address``: a running cluster to join (``HOST:PORT`` or ``auto``; default
+        ``RAY_ADDRESS``); without one a fresh local cluster is started."""
         self.address = address or os.environ.get("RAY_ADDRESS") or None
+        if self.address == "local":
+            self.address = None
         self.num_cpus = num_cpus
         self._started = False
+        self._joined: str | None = None
 
     def _ray(self):
-        if not self.address and "ray" not in sys.modules:
-            # Ray's default for a new local cluster, said explicitly (and before Ray reads its
-            # config at import): token auth stays on without the notice Ray prints on every start.
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
         import ray
 
         if not ray.is_initialized():
-            kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-            with _import_root_as_cwd():
-                if self.address:
-                    ray.init(address=self.address, **kwargs)
-                else:
-                    ray.init(num_cpus=self.num_cpus, **kwargs)
-            self._started = True
+            self.start()
         return ray
+
+    def start(self) -> str | None:
+        kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        if "ray" in sys.modules:
+            import ray
+
+            if ray.is_initialized():  # a cluster this process joined before (tests, notebooks)
+                return raycluster.describe(ray.get_runtime_context().gcs_address).line()
+        with _import_root_as_cwd():
+            if self.address:
+                self._joined = raycluster.join(self.address, kwargs)
+            else:
+                raycluster.start_local(self.num_cpus, kwargs)
+        self._started = True
+        return raycluster.describe(self._joined).line()
 
     def capacity(self, gpus_needed: bool) -> dict[str, float]:
         resources = self._ray().cluster_resources()
@@ -148,6 +165,30 @@ class RayExecutor:
             yield Ticket.model_validate_json(row["ticket"])
             consumed[0] += 1  # after the consumer is done with it
 
+    def on_every_node(self, fn: Callable, *args) -> dict[str, object]:
+        """One task pinned to each live node (no CPU reserved); a one-node cluster is this machine,
+        so ``fn`` runs here."""
+        ray = self._ray()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        if len(nodes) <= 1:
+            return {_this_node(): fn(*args)}
+        task = ray.remote(fn)
+        refs = {
+            raycluster.node_label(n["NodeID"], n["NodeManagerAddress"]): task.options(
+                num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ).remote(*args)
+            for n in nodes
+        }
+        _, late = ray.wait(list(refs.values()), num_returns=len(refs), timeout=NODE_TASK_TIMEOUT_S)
+        if late:
+            name = next(k for k, r in refs.items() if r in late)
+            raise ExecutorError(
+                f"node {name} did not run a task within {NODE_TASK_TIMEOUT_S} s (busy, or its storage hangs?)"
+            )
+        return dict(zip(refs, ray.get(list(refs.values())), strict=True))
+
     def call(self, fn: Callable, *args):
         ray = self._ray()
         # I/O-bound writers: no CPU reserved (the stage actors hold the cluster's CPUs); Ray retries
@@ -160,3 +201,10 @@ class RayExecutor:
 
             ray.shutdown()
             self._started = False
+
+
+def _this_node() -> str:
+    import ray
+
+    ctx = ray.get_runtime_context()
+    return raycluster.node_label(ctx.get_node_id(), ray.util.get_node_ip_address())

@@ -68,6 +68,7 @@ class ReportData:
     qc: dict[str, tuple[list[float], list[float]]]  # metric -> (kept values, rejected values)
     ega: tuple[list[float], list[float]]
     costs: list[StageCost]
+    nodes: list[str]  # every node that did units, for the per-node table
     gallery: list[GalleryItem]
     rejected: dict[str, list[RejectedGroup]]  # stage -> groups by reason
     gallery_limit: int
@@ -143,6 +144,7 @@ def collect(run: RunData, folder: Path, gallery_limit: int, rejected_per_reason:
             )
             for s in stages
         ],
+        nodes=sorted({n for s in stages for n in s.nodes}),
         gallery=gallery,
         rejected=groups,
         gallery_limit=gallery_limit,

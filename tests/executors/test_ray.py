@@ -62,20 +62,6 @@ def test_a_gpu_stage_without_gpus_fails_before_any_work(
     assert not (out / "data").exists(), "nothing was run"
 
 
-def _same_output(out, reference, shard_reader) -> None:
-    import pyarrow.parquet as pq
-
-    assert shard_reader(out) == shard_reader(reference)
-    names = sorted(p.name for p in (reference / "shards").glob("*.tar"))
-    assert sorted(p.name for p in (out / "shards").glob("*.tar")) == names
-    for name in names:
-        assert (out / "shards" / name).read_bytes() == (reference / "shards" / name).read_bytes()
-    rejected = sorted(pq.read_table(out / "rejected.parquet").column("key").to_pylist())
-    assert rejected == sorted(pq.read_table(reference / "rejected.parquet").column("key").to_pylist())
-    assert len(set(rejected)) == len(rejected), "no rejected row twice"
-    assert not list(out.rglob(".*.tmp-*")), "no temp files left behind"
-
-
 KILLS = [
     "render:artifacts-committed@2",  # mid-unit: its artifact tar renamed, its Parquet not yet
     "export:part-written@2",  # parallel export: a unit's part written, its commit not yet
@@ -85,7 +71,7 @@ KILLS = [
 
 @pytest.mark.slow
 def test_ray_workers_killed_mid_work_cost_nothing(
-    ray_cluster, spine_stages, spine_reference, sa1b_input, tmp_path, run_pipeline, shard_reader, monkeypatch
+    ray_cluster, spine_stages, spine_reference, sa1b_input, tmp_path, run_pipeline, same_output, monkeypatch
 ):
     """SIGKILL inside Ray workers (once at each point): Ray restarts the worker and retries its
     unit or task; the run finishes with the same output as an uninterrupted one."""
@@ -101,7 +87,7 @@ def test_ray_workers_killed_mid_work_cost_nothing(
         name = point.split("@")[0].replace(":", "-")
         assert (tmp_path / f"killed.{name}").exists(), f"a worker reached {point} and was killed"
     assert not any(s.get("quarantined") for s in summary.values())
-    _same_output(out, spine_reference, shard_reader)
+    same_output(out, spine_reference)
     store = CommitStore(out)
     for stage in ("render", "export"):
         assert not [u for u in store.units(stage) if store.read_failure(stage, u)], "no attempt left open"
@@ -109,7 +95,7 @@ def test_ray_workers_killed_mid_work_cost_nothing(
 
 @pytest.mark.slow
 def test_the_driver_killed_under_ray_resumes(
-    ray_address, spine_stages, spine_reference, sa1b_input, tmp_path, cli, shard_reader
+    ray_address, spine_stages, spine_reference, sa1b_input, tmp_path, cli, same_output
 ):
     import signal
 
@@ -129,4 +115,4 @@ def test_the_driver_killed_under_ray_resumes(
     crashed = cli(*args, env={**env, "GROUNDEDIT_CRASH_AT": "run:ticket-done@2"}, check=False)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
     cli(*args, env=env)
-    _same_output(out, spine_reference, shard_reader)
+    same_output(out, spine_reference)

@@ -362,3 +362,19 @@ def test_report_units_and_one_score_format(report, tiny_run, enforcing_stages):
 @needs_chromium
 def test_the_runs_funnel_legend_covers_nothing(report, tmp_path):
     assert_legend_covers_nothing(funnel_boxes(report.parent / "charts" / "funnel.svg", tmp_path))
+
+
+def test_the_cost_section_counts_units_per_node(report, tiny_run):
+    import re
+    import socket
+
+    from groundedit.manifest import StageSummary
+
+    html = report.read_text()
+    table = html[html.index('<table id="node-table">') :]
+    table = table[: table.index("</table>")]
+    stages = re.findall(r"<th>([a-z]+)</th>", table)[1:]
+    assert stages == [s for s in stages if StageSummary.load(tiny_run, s)] and "ingest" in stages
+    (row,) = re.findall(rf"<tr><td>{re.escape(socket.gethostname())}</td>(.*?)</tr>", table, re.S)
+    counts = [int(n) for n in re.findall(r'<td class="n">(\d+)</td>', row)]
+    assert counts == [StageSummary.load(tiny_run, s).units_done for s in stages]
