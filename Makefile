@@ -73,7 +73,7 @@ bench:
 	$(BIN)/python benchmarks/run_all.py
 
 schema:
-	$(BIN)/python -m groundedit.schema
+	$(BIN)/python -m groundedit.formats.schema
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache

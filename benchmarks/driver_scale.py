@@ -101,8 +101,8 @@ def _rss_kb() -> int:
 
 
 def child_ingest(inp: str, out: str) -> dict:
-    from groundedit.executors import make_executor
-    from groundedit.pipeline import Pipeline
+    from groundedit.engine.executors import make_executor
+    from groundedit.engine.pipeline import Pipeline
     from groundedit.stages import RunContext
 
     ctx = RunContext(out=Path(out), input=Path(inp), seed=0, profile="tiny")
@@ -124,9 +124,9 @@ def child_ingest(inp: str, out: str) -> dict:
 
 
 def child_plan(inp: str, out: str) -> dict:
-    from groundedit.chain import StageChain
-    from groundedit.commits import CommitStore
-    from groundedit.planning import PlanReader, PlanWriter, SourcePlanner
+    from groundedit.engine.chain import StageChain
+    from groundedit.engine.planning import PlanReader, PlanWriter, SourcePlanner
+    from groundedit.formats.commits import CommitStore
     from groundedit.stages import RunContext
 
     ctx = RunContext(out=Path(out), input=Path(inp), seed=0, profile="tiny")

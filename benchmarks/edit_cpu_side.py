@@ -28,8 +28,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bagel_edit import build
 
-from groundedit.editing import blend, crop_window, edit_metrics
-from groundedit.imaging import decode_image, encode_jpeg
+from groundedit.image.codec import decode_image, encode_jpeg
+from groundedit.image.editing import blend, crop_window, edit_metrics
 
 INSTRUCTIONS = ["Make the second chair from the left red.", "Replace the small dog with a cat."]
 

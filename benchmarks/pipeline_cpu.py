@@ -22,15 +22,15 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from groundedit.commits import CommitStore
-from groundedit.executors import LocalExecutor
+from groundedit.engine.executors import LocalExecutor
+from groundedit.engine.pipeline import Pipeline
 from groundedit.fixtures import write_sa1b_fixture
-from groundedit.imaging import encode_jpeg
-from groundedit.pipeline import Pipeline
-from groundedit.scan import scan_input
+from groundedit.formats.commits import CommitStore
+from groundedit.formats.scan import scan_input
+from groundedit.formats.tar import read_blob
+from groundedit.image.codec import encode_jpeg
 from groundedit.specs import stages_dir
 from groundedit.stages import RunContext
-from groundedit.tario import read_blob
 
 
 def floor_cpu_seconds(input_dir: Path) -> tuple[float, int]:

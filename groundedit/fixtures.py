@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from groundedit import masks
-from groundedit.tario import TarWriter
+from groundedit.formats.tar import TarWriter
+from groundedit.image import masks
 
 PALETTE = [
     (220, 40, 40),

@@ -276,7 +276,7 @@ class ExportProvenance(_Strict):
 
 class ExportRecord(_Strict):
     """The ``json`` member of every exported sample. Every field has one type in every run (the Hugging
-    Face ``datasets`` Features are :func:`groundedit.features.record_features`); the fields a stage
+    Face ``datasets`` Features are :func:`groundedit.formats.features.record_features`); the fields a stage
     fills in (edit type, instructions, CoT, scores) are null only when the run's pipeline lacks it."""
 
     key: str

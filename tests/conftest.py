@@ -264,8 +264,8 @@ def _run_pipeline(
     **options,
 ):
     """``stages``: a spec folder to use instead of ``stages/`` (the driver loads every spec)."""
-    from groundedit.executors import make_executor
-    from groundedit.pipeline import Pipeline
+    from groundedit.engine.executors import make_executor
+    from groundedit.engine.pipeline import Pipeline
     from groundedit.stages import RunContext
 
     ctx = RunContext(out=out, input=input_path, seed=seed, profile="tiny", limit=limit)

@@ -5,8 +5,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from groundedit.formats.schema import MANIFESTS_DIR, SCHEMAS, render
 from groundedit.records import CoT, ExportRecord, Rejection, Sample
-from groundedit.schema import MANIFESTS_DIR, SCHEMAS, render
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMAS))

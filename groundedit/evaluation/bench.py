@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from groundedit.imaging import SampleError, decode_rgb
+from groundedit.image.codec import SampleError, decode_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 MAX_PIXELS = 64_000_000
@@ -203,7 +203,7 @@ def read_smartedit(root: Path, edited_root: Path) -> Iterator[BenchItem]:
 
 
 def read_shards(run_folder: Path) -> Iterator[BenchItem]:
-    from groundedit.rundata import RunData
+    from groundedit.formats.rundata import RunData
 
     for s in RunData(run_folder).samples(members=True):
         r = s.record

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from groundedit.overlay import draw_box
+from groundedit.image.overlay import draw_box
 from groundedit.seeding import sampling_seed
 from groundedit.specs import StageSpec, load_spec, prompts_dir
 from groundedit.stages.chat_stage import ChatParams

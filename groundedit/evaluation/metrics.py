@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from groundedit.editing import edit_metrics
+from groundedit.image.editing import edit_metrics
 
 PSNR_CAP = 100.0
 DEFAULT_CHANGE_THRESHOLD = 24

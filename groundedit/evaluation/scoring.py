@@ -23,7 +23,7 @@ from groundedit.evaluation.metrics import (
     target_mask,
     unedited_region,
 )
-from groundedit.imaging import SampleError
+from groundedit.image.codec import SampleError
 
 METRICS = ("ega", "leakage", "psnr", "ssim", "lpips", "clip", "es")
 

@@ -1,6 +1,6 @@
 """Exporters: a finished run's samples in other training formats (``groundedit export``).
 
-Each exporter reads the run's shards through :class:`groundedit.rundata.RunData` and writes one
+Each exporter reads the run's shards through :class:`groundedit.formats.rundata.RunData` and writes one
 format into a fresh folder: ``bagel-parquet`` (official Bagel's edit parquet, two layouts) and
 ``hf`` (a Hugging Face ``datasets`` folder with Image features).
 """

@@ -23,10 +23,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from groundedit import bagel_parquet as bp
 from groundedit.exporters.base import ExportError, ExportSummary, fresh_folder, require_samples
-from groundedit.manifest import atomic_write_bytes
-from groundedit.rundata import KeptSample, RunData
+from groundedit.formats import bagel_parquet as bp
+from groundedit.formats.manifest import atomic_write_bytes
+from groundedit.formats.rundata import KeptSample, RunData
 
 LAYOUTS = ("edit", "chain")
 

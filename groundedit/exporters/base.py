@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from groundedit.rundata import RunData
+from groundedit.formats.rundata import RunData
 
 
 class ExportError(ValueError):

@@ -5,7 +5,7 @@ same schema whatever the run produced (a column a run lacks is null, never a dif
 Images keep their encoded bytes (JPEG/PNG); ``record`` holds the full exported JSON record, as in
 the shards, for fields without a column of their own. (Reading the shards themselves with
 ``load_dataset("webdataset", ...)`` takes the record's full nested types from
-:func:`groundedit.features.shard_features` instead.)
+:func:`groundedit.formats.features.shard_features` instead.)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from groundedit.exporters.base import ExportError, ExportSummary, fresh_folder, require_samples
-from groundedit.rundata import RunData
+from groundedit.formats.rundata import RunData
 
 IMAGE_COLUMNS = {"src": "src.jpg", "grounded": "grounded.jpg", "edited": "edited.jpg", "mask": "mask.png"}
 COT_KEYS = (

@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from groundedit.rundata import RunData, RunDataError
+from groundedit.formats.rundata import RunData, RunDataError
 
 MARKER = ".groundedit-report"  # says a folder is a report we wrote (and may replace)
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from groundedit import __version__
+from groundedit.formats.rundata import RejectedSample, RunData, StageSummary
 from groundedit.report.thumbs import write_thumb
-from groundedit.rundata import RejectedSample, RunData, StageSummary
 
 KEPT_IMAGES = {"src": "src.jpg", "grounded": "grounded.jpg", "edited": "edited.jpg"}
 REJECTED_IMAGES = {"src": "src.jpg", "grounded": "grounded.jpg", "edited": "edited.jpg"}
@@ -107,7 +107,7 @@ def collect(run: RunData, folder: Path, gallery_limit: int, rejected_per_reason:
             continue
         thumbs = {}
         for col, member in KEPT_IMAGES.items():
-            rel = f"thumbs/kept/{s.key}.{col}.jpg"  # keys are file names (groundedit.keys)
+            rel = f"thumbs/kept/{s.key}.{col}.jpg"  # keys are file names (groundedit.formats.keys)
             if write_thumb(s.members.get(member), folder / rel):
                 thumbs[col] = rel
         gallery.append(

@@ -25,10 +25,10 @@ from groundedit import __version__
 from groundedit.records import Provenance, Sample, SourceEntry
 
 if TYPE_CHECKING:
-    from groundedit.commits import PartSample
-    from groundedit.scan import KeyIndex
+    from groundedit.formats.commits import PartSample
+    from groundedit.formats.scan import KeyIndex
+from groundedit.formats.tar import ArtifactPack
 from groundedit.specs import StageSpec
-from groundedit.tario import ArtifactPack
 
 if TYPE_CHECKING:
     from groundedit.models.hub import Requirement

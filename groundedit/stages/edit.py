@@ -15,14 +15,14 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from groundedit.editing import blend, crop_window, dilate, edit_metrics
-from groundedit.imaging import SampleError, encode_jpeg, encode_jpeg_rows
-from groundedit.jpeg_rows import NotSpliceable, band_rows
-from groundedit.pixels import source_image, target_mask
+from groundedit.formats.tar import read_blob
+from groundedit.image.codec import SampleError, encode_jpeg, encode_jpeg_rows
+from groundedit.image.editing import blend, crop_window, dilate, edit_metrics
+from groundedit.image.jpeg_rows import NotSpliceable, band_rows
+from groundedit.image.pixels import source_image, target_mask
 from groundedit.records import Sample, format_score
 from groundedit.seeding import sampling_seed
 from groundedit.stages.base import Stage, UnitIO
-from groundedit.tario import read_blob
 
 
 class EditParams(BaseModel):
@@ -179,7 +179,7 @@ class EditStage(Stage):
 
     def _encode(self, s: Sample, result: np.ndarray, window, io: UnitIO) -> bytes:
         """``edited.jpg``: the edit changed rows of ``window`` only, so only they are encoded and
-        spliced into ``src.jpg`` (the same bytes as a full encode; :mod:`groundedit.jpeg_rows`). A
+        spliced into ``src.jpg`` (the same bytes as a full encode; :mod:`groundedit.image.jpeg_rows`). A
         ``src.jpg`` written otherwise (another quality, an older run) gets the full encode."""
         q = self.params.jpeg_quality
         top, bottom = band_rows(window[1], window[3], result.shape[0])

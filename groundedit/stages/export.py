@@ -5,7 +5,7 @@ sample's members contiguous (``<key>.src.jpg``, ``<key>.grounded.jpg``, ``<key>.
 ``<key>.json`` and, once edits exist, ``<key>.edited.jpg``), every image read back with its digest
 checked. Its commit lists each sample's byte span and every stage's rejected rows for the unit.
 The driver then cuts the stream of parts, in unit order, into shards
-``shards/groundedit-%06d.tar`` bounded by sample count and bytes (:mod:`groundedit.sharding`), so
+``shards/groundedit-%06d.tar`` bounded by sample count and bytes (:mod:`groundedit.engine.sharding`), so
 shard contents depend only on the data, never on timing or the executor.
 """
 
@@ -15,11 +15,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from groundedit.commits import PartSample
-from groundedit.manifest import digest
+from groundedit.formats.commits import PartSample
+from groundedit.formats.manifest import digest
+from groundedit.formats.tar import TarWriter, blob_digest, read_blob
 from groundedit.records import ExportRecord, Provenance, Sample
 from groundedit.stages.base import SinkStage
-from groundedit.tario import TarWriter, blob_digest, read_blob
 
 SHARD_PATTERN = "groundedit-{:06d}.tar"
 IMAGE_MEMBERS = ("src.jpg", "grounded.jpg", "edited.jpg", "mask.png")
@@ -88,7 +88,7 @@ def _provenance(p: Provenance) -> dict:
 
 class ExportStage(SinkStage):
     """Writes each unit's kept samples as a tar *part* (in workers, in parallel); the driver then
-    combines parts into shards in unit order (:mod:`groundedit.sharding`)."""
+    combines parts into shards in unit order (:mod:`groundedit.engine.sharding`)."""
 
     name = "export"
     Params = ExportParams

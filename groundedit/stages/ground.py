@@ -17,8 +17,8 @@ from collections import Counter
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from groundedit import masks
-from groundedit.pixels import decode_batch
+from groundedit.image import masks
+from groundedit.image.pixels import decode_batch
 from groundedit.records import Candidate, Sample
 from groundedit.stages.base import Stage, UnitIO
 

@@ -1,7 +1,7 @@
 """ingest: input files → samples with source metadata and SA-1B candidates.
 
 Reads image headers (size, EXIF orientation, pixel cap) and checks from each file's structure that
-it holds its image to the end (:func:`groundedit.imaging.check_complete`: a search, not a decode),
+it holds its image to the end (:func:`groundedit.image.codec.check_complete`: a search, not a decode),
 so a truncated file is rejected here rather than by a model stage; a complete file whose data is
 corrupt is rejected by the first stage that decodes it. SA-1B annotations are parsed
 and checked against the image, and their masks moved into the displayed (EXIF-oriented) frame.
@@ -23,8 +23,10 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pydantic import BaseModel, ConfigDict, Field
 
-from groundedit import masks
-from groundedit.imaging import (
+from groundedit.formats.scan import KeyIndex, iter_units
+from groundedit.formats.tar import blob_digest, read_blob
+from groundedit.image import masks
+from groundedit.image.codec import (
     SampleError,
     check_complete,
     exif_orientation,
@@ -33,9 +35,7 @@ from groundedit.imaging import (
     oriented_size,
 )
 from groundedit.records import RLE, BlobRef, Candidate, Sample, Source, SourceEntry
-from groundedit.scan import KeyIndex, iter_units
 from groundedit.stages.base import SourceStage, UnitIO
-from groundedit.tario import blob_digest, read_blob
 
 
 class IngestParams(BaseModel):

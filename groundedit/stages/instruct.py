@@ -14,9 +14,9 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
-from groundedit.imaging import SampleError
-from groundedit.overlay import draw_box
-from groundedit.pixels import source_image
+from groundedit.image.codec import SampleError
+from groundedit.image.overlay import draw_box
+from groundedit.image.pixels import source_image
 from groundedit.records import EDIT_TYPES, CoT, EditType, Instructions, Sample
 from groundedit.seeding import draw_seed
 from groundedit.stages.base import UnitIO

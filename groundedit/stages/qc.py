@@ -7,9 +7,9 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
-from groundedit.imaging import SampleError
-from groundedit.overlay import draw_box
-from groundedit.pixels import artifact_image
+from groundedit.image.codec import SampleError
+from groundedit.image.overlay import draw_box
+from groundedit.image.pixels import artifact_image
 from groundedit.records import Sample, format_score
 from groundedit.stages.base import UnitIO
 from groundedit.stages.chat_stage import ChatParams, ChatStage

@@ -4,7 +4,7 @@ Per sample, into the unit's artifact tar: ``src.jpg`` (the source, EXIF-oriented
 recorded, as 8-bit RGB), ``grounded.jpg`` (the target under a red mask at 50% opacity plus its red
 box) and ``mask.png``.
 Both JPEGs are encoded with the same fixed settings from the same pixels; ``grounded.jpg`` is
-``src.jpg`` with only the MCU rows that cross the box re-encoded (:mod:`groundedit.jpeg_rows`), the
+``src.jpg`` with only the MCU rows that cross the box re-encoded (:mod:`groundedit.image.jpeg_rows`), the
 same bytes a full encode gives at a fraction of its cost. So the two decode to equal pixels outside
 the box (up to the JPEG blocks the box touches).
 """
@@ -14,11 +14,11 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from groundedit import masks
-from groundedit.imaging import SampleError, encode_jpeg, encode_jpeg_rows, encode_mask_png
-from groundedit.jpeg_rows import band_rows
-from groundedit.overlay import MASK_OPACITY, draw_grounding, line_width
-from groundedit.pixels import source_image
+from groundedit.image import masks
+from groundedit.image.codec import SampleError, encode_jpeg, encode_jpeg_rows, encode_mask_png
+from groundedit.image.jpeg_rows import band_rows
+from groundedit.image.overlay import MASK_OPACITY, draw_grounding, line_width
+from groundedit.image.pixels import source_image
 from groundedit.records import Sample
 from groundedit.stages.base import Stage, UnitIO
 

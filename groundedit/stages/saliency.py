@@ -11,9 +11,9 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
-from groundedit.imaging import SampleError
-from groundedit.overlay import draw_mask
-from groundedit.pixels import source_image, target_mask
+from groundedit.image.codec import SampleError
+from groundedit.image.overlay import draw_mask
+from groundedit.image.pixels import source_image, target_mask
 from groundedit.records import Sample
 from groundedit.stages.base import UnitIO
 from groundedit.stages.chat_stage import ChatParams, ChatStage

@@ -11,8 +11,8 @@ import random
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from groundedit import masks
-from groundedit.imaging import SampleError
+from groundedit.image import masks
+from groundedit.image.codec import SampleError
 from groundedit.records import Candidate, CandidateSource, Sample
 from groundedit.seeding import draw_seed
 from groundedit.stages.base import Stage, UnitIO

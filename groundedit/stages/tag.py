@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from groundedit.pixels import decode_batch
+from groundedit.image.pixels import decode_batch
 from groundedit.records import Sample, Tag
 from groundedit.stages.base import Stage, UnitIO
 

@@ -4,7 +4,7 @@ A row holds ``image_list`` (encoded images, in edit order) and ``instruction_lis
 alternative wordings per step: ``instruction_list[i]`` leads from image i to image i + 1). A
 ``parquet_info`` JSON maps each parquet file to ``{"num_row_groups": n}``; the official loader walks
 (file, row group) pairs from it. The exporter (``groundedit export --format bagel-parquet``) writes this
-layout with the constants of :mod:`groundedit.bagel_parquet`; :class:`BagelParquetSource` reads it for
+layout with the constants of :mod:`groundedit.formats.bagel_parquet`; :class:`BagelParquetSource` reads it for
 training.
 
 As in the official loader, a row yields a window of one or two consecutive steps starting at a random
@@ -18,9 +18,9 @@ import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from groundedit import bagel_parquet as bp
-from groundedit.bagel_parquet import IMAGE_LIST, INSTRUCTION_LIST
-from groundedit.imaging import SampleError
+from groundedit.formats import bagel_parquet as bp
+from groundedit.formats.bagel_parquet import IMAGE_LIST, INSTRUCTION_LIST
+from groundedit.image.codec import SampleError
 
 from .examples import EditExample, decode
 

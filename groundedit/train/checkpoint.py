@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from groundedit.faults import crash_point
-from groundedit.manifest import atomic_write_bytes
+from groundedit.formats.manifest import atomic_write_bytes
 from groundedit.models.bagel import Bagel, FluxVAE, save_bagel
 
 CHECKPOINTS, LATEST, MODEL_DIR = "checkpoints", "latest", "model"

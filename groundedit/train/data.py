@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from groundedit.imaging import SampleError
+from groundedit.image.codec import SampleError
 
 from .bagel_parquet import BagelParquetSource
 from .errors import DataError

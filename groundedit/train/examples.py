@@ -5,7 +5,7 @@ shards, up to two for Bagel's multi-turn parquet rows) and, for GroundEdit sampl
 targets: the grounded image, the target mask and the four CoT steps. A :class:`CaptionExample` is an
 image with its caption (Bagel's ``t2i_pretrain`` data), a :class:`ConversationExample` images and a
 conversation about them (Bagel's ``vlm_sft`` data). A sample that cannot be used raises
-:class:`~groundedit.imaging.SampleError` with a reason code; the data layer counts it and moves on.
+:class:`~groundedit.image.codec.SampleError` with a reason code; the data layer counts it and moves on.
 Every example carries the name of the ``--data`` source it came from (set by the data layer), so a
 run can count what it trained on per source.
 """
@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from groundedit.imaging import SampleError, decode_image
+from groundedit.image.codec import SampleError, decode_image
 
 # Larger than any training image needs; protects the loader from decompression bombs.
 MAX_PIXELS = 64_000_000

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from groundedit.manifest import atomic_write_bytes
+from groundedit.formats.manifest import atomic_write_bytes
 
 METRICS_FILE = "metrics.jsonl"
 

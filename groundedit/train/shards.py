@@ -1,6 +1,6 @@
 """Our exported WebDataset shards as a training source: units are tar files, items are sample keys.
 
-Members are found by scanning the tar's headers (:func:`groundedit.tario.scan_tar`) and read by offset,
+Members are found by scanning the tar's headers (:func:`groundedit.formats.tar.scan_tar`) and read by offset,
 so resuming in the middle of a shard seeks straight to the sample. A sample's members are grouped by
 key (the member name up to its first dot) in order of first appearance.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from groundedit.imaging import SampleError
-from groundedit.tario import scan_tar
+from groundedit.formats.tar import scan_tar
+from groundedit.image.codec import SampleError
 
 from .examples import SHARD_MEMBERS, EditExample, example_from_members
 

@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from groundedit.imaging import SampleError
+from groundedit.image.codec import SampleError
 
 from .bagel_parquet import folder_units, parquet_columns
 from .examples import CaptionExample, decode

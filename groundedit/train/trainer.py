@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from groundedit.imaging import SampleError
-from groundedit.manifest import atomic_write_bytes
+from groundedit.formats.manifest import atomic_write_bytes
+from groundedit.image.codec import SampleError
 from groundedit.models.bagel import LoadedBagel, load_bagel
 from groundedit.models.bagel.model import shift_timesteps
 from groundedit.seeding import draw_seed

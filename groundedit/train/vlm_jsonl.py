@@ -24,7 +24,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
-from groundedit.imaging import SampleError
+from groundedit.image.codec import SampleError
 
 from .examples import ConversationExample, Utterance, decode
 

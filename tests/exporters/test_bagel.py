@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from groundedit import bagel_parquet as bp
 from groundedit.exporters import ExportError, export_bagel_parquet
 from groundedit.exporters.bagel import LAYOUTS
-from groundedit.rundata import RunData
+from groundedit.formats import bagel_parquet as bp
+from groundedit.formats.rundata import RunData
 
 pytestmark = pytest.mark.slow
 

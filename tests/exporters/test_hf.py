@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from groundedit.exporters import ExportError, export_hf, hf_features
-from groundedit.rundata import RunData
+from groundedit.formats.rundata import RunData
 
 
 @pytest.mark.slow
@@ -36,7 +36,7 @@ def test_load_from_disk_gives_every_sample_with_images(tiny_run, shard_reader, t
 
 
 def test_a_run_without_shards_has_nothing_to_export(tmp_path):
-    from groundedit.manifest import RunInfo
+    from groundedit.formats.manifest import RunInfo
 
     RunInfo(input="x", profile="tiny", seed=0).save(tmp_path)
     with pytest.raises(ExportError, match="no exported samples"):

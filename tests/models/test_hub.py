@@ -75,7 +75,7 @@ def test_an_uncached_model_is_downloadable_when_the_hub_answers(monkeypatch, hf_
 def test_pipeline_preflight_stops_before_any_work(tmp_path, monkeypatch, sa1b_input):
     import shutil
 
-    from groundedit.pipeline import Pipeline, PipelineError
+    from groundedit.engine.pipeline import Pipeline, PipelineError
     from groundedit.specs import stages_dir
     from groundedit.stages import RunContext
 

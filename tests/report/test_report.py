@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from groundedit.formats.rundata import StageSummary
 from groundedit.report import MARKER, ReportError, build_report
 from groundedit.report.charts import write_charts
 from groundedit.report.collect import QC_METRICS, ReportData
-from groundedit.rundata import StageSummary
 
 CHROMIUM = shutil.which("chromium")
 # Flags for a closed network: without the networking ones, headless Chromium's connections are refused.
@@ -302,10 +302,10 @@ def _funnel_rows(page: Path) -> dict[str, tuple[str, str]]:
 
 def assert_units_as_status_counts(page: Path, run: Path, stages: Path) -> None:
     """``stages``: the spec folder the run was made with (status judges commits against it)."""
-    from groundedit.chain import StageChain
-    from groundedit.manifest import RunInfo
+    from groundedit.engine.chain import StageChain
+    from groundedit.engine.status import run_status
+    from groundedit.formats.manifest import RunInfo
     from groundedit.stages import RunContext
-    from groundedit.status import run_status
 
     info = RunInfo.load(run)
     ctx = RunContext(out=run, input=Path(info.input), seed=info.seed, profile=info.profile, limit=info.limit)
@@ -368,7 +368,7 @@ def test_the_cost_section_counts_units_per_node(report, tiny_run):
     import re
     import socket
 
-    from groundedit.manifest import StageSummary
+    from groundedit.formats.manifest import StageSummary
 
     html = report.read_text()
     table = html[html.index('<table id="node-table">') :]

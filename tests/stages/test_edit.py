@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from groundedit.editing import crop_window, dilate
+from groundedit.formats.storage import read_rows
+from groundedit.formats.tar import ArtifactPack
+from groundedit.image.editing import crop_window, dilate
 from groundedit.records import Instructions, Sample
 from groundedit.specs import load_pipeline, load_spec
 from groundedit.stages import RunContext, UnitIO
 from groundedit.stages.edit import EditStage
-from groundedit.storage import read_rows
-from groundedit.tario import ArtifactPack
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def _as(s: Sample, edit_type: str) -> Sample:
 
 
 def test_bagel_edits_change_nothing_outside_the_crop(stage, selected):
-    from groundedit.pixels import source_image
+    from groundedit.image.pixels import source_image
 
     _, samples = selected
     batch = [_as(s, "color change") for s in samples[:3]]
@@ -68,8 +68,8 @@ def test_bagel_edits_change_nothing_outside_the_crop(stage, selected):
 
 
 def test_removal_changes_nothing_outside_the_dilated_mask(stage, selected):
-    from groundedit import masks
-    from groundedit.pixels import source_image
+    from groundedit.image import masks
+    from groundedit.image.pixels import source_image
 
     _, samples = selected
     s = _as(samples[0], "remove")
@@ -132,8 +132,8 @@ def test_edited_jpg_is_the_full_encode_whether_spliced_into_src_jpg_or_not(
 
     from PIL import Image as PILImage
 
-    from groundedit.pixels import source_image
-    from groundedit.tario import read_blob
+    from groundedit.formats.tar import read_blob
+    from groundedit.image.pixels import source_image
 
     rendered = [
         s
@@ -148,14 +148,14 @@ def test_edited_jpg_is_the_full_encode_whether_spliced_into_src_jpg_or_not(
         stage.ctx,
     )
     lenient.editor, lenient.inpainter = stage.editor, stage.inpainter
-    import groundedit.imaging
+    import groundedit.image.codec
 
     heights: list[int] = []  # rows of every image JPEG-encoded
-    real = groundedit.imaging.encode_jpeg
+    real = groundedit.image.codec.encode_jpeg
     monkeypatch.setattr(
-        groundedit.imaging, "encode_jpeg", lambda a, *q: heights.append(len(a)) or real(a, *q)
+        groundedit.image.codec, "encode_jpeg", lambda a, *q: heights.append(len(a)) or real(a, *q)
     )
-    monkeypatch.setattr("groundedit.stages.edit.encode_jpeg", groundedit.imaging.encode_jpeg)
+    monkeypatch.setattr("groundedit.stages.edit.encode_jpeg", groundedit.image.codec.encode_jpeg)
     results, encoded = {}, {}
     for name, samples in {
         "spliced": batch,

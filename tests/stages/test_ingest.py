@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from groundedit import masks
-from groundedit.pixels import source_image
-from groundedit.scan import KeyIndex
+from groundedit.formats.scan import KeyIndex
+from groundedit.formats.tar import ArtifactPack, read_blob
+from groundedit.image import masks
+from groundedit.image.pixels import source_image
 from groundedit.specs import load_spec
 from groundedit.stages import RunContext, UnitIO
 from groundedit.stages.export import export_record
 from groundedit.stages.ingest import IngestStage
 from groundedit.stages.render import RenderStage
-from groundedit.tario import ArtifactPack, read_blob
 
 RED, BLUE = (220, 30, 30), (30, 40, 210)
 

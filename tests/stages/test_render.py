@@ -7,16 +7,16 @@ import io
 import numpy as np
 from PIL import Image
 
-from groundedit import masks
-from groundedit.imaging import encode_jpeg
-from groundedit.overlay import draw_grounding
-from groundedit.pixels import source_image
+from groundedit.formats.storage import read_rows
+from groundedit.formats.tar import ArtifactPack, read_blob
+from groundedit.image import masks
+from groundedit.image.codec import encode_jpeg
+from groundedit.image.overlay import draw_grounding
+from groundedit.image.pixels import source_image
 from groundedit.records import Sample
 from groundedit.specs import load_spec
 from groundedit.stages import RunContext, UnitIO
 from groundedit.stages.render import RenderStage
-from groundedit.storage import read_rows
-from groundedit.tario import ArtifactPack, read_blob
 
 
 def test_grounded_jpg_is_the_full_encode_of_the_grounding_image(tiny_run, tmp_path):

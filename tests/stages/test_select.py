@@ -13,7 +13,7 @@ from groundedit.stages.select import SelectStage
 def _sample(key: str, n: int = 8) -> Sample:
     import numpy as np
 
-    from groundedit import masks
+    from groundedit.image import masks
 
     cands = []
     for i in range(n):

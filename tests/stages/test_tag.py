@@ -21,8 +21,8 @@ RAM_FILE = "ram_plus_swin_large_14m.pth"
 
 @pytest.fixture(scope="module")
 def ingested_samples(sa1b_input, tmp_path_factory, run_pipeline):
+    from groundedit.formats.storage import read_rows
     from groundedit.records import Sample
-    from groundedit.storage import read_rows
 
     out = tmp_path_factory.mktemp("tag-paper")
     run_pipeline(sa1b_input, out, stage="ingest")
@@ -110,7 +110,7 @@ def test_preflight_checks_named_vocabulary_files(tmp_path, hf_cache):
 
 
 def test_pipeline_preflight_names_a_missing_tag_list(tmp_path, monkeypatch, sa1b_input):
-    from groundedit.pipeline import Pipeline, PipelineError
+    from groundedit.engine.pipeline import Pipeline, PipelineError
     from groundedit.specs import stages_dir
 
     specs = tmp_path / "stages"

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from groundedit import masks
+from groundedit.formats.storage import read_rows
+from groundedit.image import masks
 from groundedit.records import Sample
 from groundedit.specs import load_spec
 from groundedit.stages import RunContext
 from groundedit.stages.ground import GroundStage
 from groundedit.stages.tag import TagStage
-from groundedit.storage import read_rows
 
 
 @pytest.fixture(scope="module")

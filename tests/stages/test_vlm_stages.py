@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from groundedit.formats.storage import read_rows
 from groundedit.models.chat import load_prompt
 from groundedit.records import Sample
 from groundedit.specs import load_spec, stages_dir
@@ -18,7 +19,6 @@ from groundedit.stages.instruct import InstructionWriter, draw_edit_type
 from groundedit.stages.qc import QualityJudge
 from groundedit.stages.rewrite import InstructionRewriter
 from groundedit.stages.saliency import SaliencyFilter
-from groundedit.storage import read_rows
 
 GOOD_INSTRUCTION = {
     "Editing_Type": "{t}",
@@ -88,7 +88,7 @@ def test_saliency_sees_the_red_mask_and_keeps_ones(selected):
     backend = ScriptedBackend(script=['{"answer":1}', '{"answer":0}'])
     results = _stage(SaliencyFilter, out, backend, drop_salient=True).process_batch(samples[:4], io=None)
     img = np.asarray(backend.requests[0].images[0]).astype(int)
-    from groundedit import masks
+    from groundedit.image import masks
 
     mask = masks.decode(samples[0].target.mask)
     assert (img[mask][:, 0] >= 127).all(), "target under a red tint"
@@ -174,10 +174,10 @@ def test_rewrite_keeps_both_and_rejects_multiline(selected):
 
 def test_qc_sees_two_boxed_images_and_applies_thresholds(selected, tmp_path):
     out, samples = selected
-    from groundedit.imaging import encode_jpeg
-    from groundedit.pixels import source_image
+    from groundedit.formats.tar import ArtifactPack
+    from groundedit.image.codec import encode_jpeg
+    from groundedit.image.pixels import source_image
     from groundedit.records import Instructions
-    from groundedit.tario import ArtifactPack
 
     pack = ArtifactPack(out, "data/test/qc.tar")
     s = samples[0]

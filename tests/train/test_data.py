@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from groundedit.bagel_parquet import IMAGE_LIST, INSTRUCTION_LIST, NUM_ROW_GROUPS
+from groundedit.formats.bagel_parquet import IMAGE_LIST, INSTRUCTION_LIST, NUM_ROW_GROUPS
 from groundedit.train.data import DataArg, DataError, DataMixture, parse_data_arg, source_weights
 from groundedit.train.examples import CaptionExample, ConversationExample, Utterance
 

@@ -215,7 +215,7 @@ def test_trains_on_the_exporters_bagel_parquet(tiny_run, tmp_path):
     is training data as it is: every parquet example read is used, none skipped."""
     from groundedit.exporters import export_bagel_parquet
     from groundedit.exporters.bagel import LAYOUTS
-    from groundedit.rundata import RunData
+    from groundedit.formats.rundata import RunData
 
     export_bagel_parquet(RunData(tiny_run), tmp_path / "bp", LAYOUTS, 64, 8)
     infos = [str(tmp_path / "bp" / "parquet_info" / f"{layout}.json") for layout in LAYOUTS]

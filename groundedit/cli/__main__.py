@@ -1,0 +1,5 @@
+import sys
+
+from groundedit.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,118 @@
+"""The Ray executor: workers get what the driver resolved; resources are checked before any work."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import pytest
+
+
+@pytest.mark.slow
+def test_workers_use_the_drivers_prompts_and_relative_model_paths(
+    ray_cluster, sa1b_input, tmp_path, run_pipeline, shard_reader, stages_copy, monkeypatch
+):
+    """The Ray cluster was started before these settings existed, so its workers can only know
+    them from the driver: a prompt folder named by GROUNDEDIT_PROMPTS_DIR and a model path relative
+    to the driver's working directory."""
+    from groundedit.models.hub import resolve
+    from groundedit.specs import prompts_dir
+
+    prompts = tmp_path / "prompts"
+    shutil.copytree(prompts_dir(), prompts)
+    text = (prompts / "saliency.md").read_text() + "\nJudge carefully.\n"
+    (prompts / "saliency.md").write_text(text)
+    work = tmp_path / "work"
+    shutil.copytree(resolve("tiny://qwen2_5_vl"), work / "models" / "vlm")
+    specs = stages_copy(
+        tmp_path / "stages",
+        order=["ingest", "select", "saliency", "render", "export"],
+        edits={"saliency": ('models: {vlm: "tiny://qwen2_5_vl"}', "models: {vlm: models/vlm}")},
+    )
+    monkeypatch.setenv("GROUNDEDIT_STAGES_DIR", str(specs))
+    monkeypatch.setenv("GROUNDEDIT_PROMPTS_DIR", str(prompts))
+    monkeypatch.chdir(work)
+    out = tmp_path / "run"
+    run_pipeline(sa1b_input, out, executor="ray")
+    want = hashlib.sha256(text.encode()).hexdigest()[:16]
+    exported = shard_reader(out)
+    assert exported
+    for members in exported.values():
+        (saliency,) = [p for p in json.loads(members["json"])["provenance"] if p["stage"] == "saliency"]
+        assert saliency["prompt_hash"] == want
+        assert saliency["models"] == ["models/vlm"]
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_a_gpu_stage_without_gpus_fails_before_any_work(
+    executor, ray_cluster, spine_stages, sa1b_input, tmp_path, run_pipeline, stages_copy, monkeypatch
+):
+    from groundedit.engine.pipeline import PipelineError
+
+    specs = stages_copy(
+        tmp_path / "stages",
+        order=["ingest", "select", "render", "export"],
+        edits={"render": ("  tiny:\n    workers: 2", "  tiny:\n    workers: 2\n    resources: {gpus: 1}")},
+    )
+    monkeypatch.setenv("GROUNDEDIT_STAGES_DIR", str(specs))
+    out = tmp_path / "run"
+    with pytest.raises(PipelineError, match=r"render.*GPU.*gpus: 0"):
+        run_pipeline(sa1b_input, out, executor=executor)
+    assert not (out / "data").exists(), "nothing was run"
+
+
+KILLS = [
+    "render:artifacts-committed@2",  # mid-unit: its artifact tar renamed, its Parquet not yet
+    "export:part-written@2",  # parallel export: a unit's part written, its commit not yet
+    "export:shard-written@2",  # a shard written by a Ray task, before the task returns
+]
+
+
+@pytest.mark.slow
+def test_ray_workers_killed_mid_work_cost_nothing(
+    ray_cluster, spine_stages, spine_reference, sa1b_input, tmp_path, run_pipeline, same_output, monkeypatch
+):
+    """SIGKILL inside Ray workers (once at each point): Ray restarts the worker and retries its
+    unit or task; the run finishes with the same output as an uninterrupted one."""
+    from groundedit.formats.commits import CommitStore
+
+    killed = tmp_path / "killed"
+    monkeypatch.setenv("GROUNDEDIT_STAGES_DIR", str(spine_stages))
+    monkeypatch.setenv("GROUNDEDIT_CRASH_AT", ",".join(KILLS))
+    monkeypatch.setenv("GROUNDEDIT_CRASH_ONCE", str(killed))
+    out = tmp_path / "run"
+    summary = run_pipeline(sa1b_input, out, executor="ray")
+    for point in KILLS:
+        name = point.split("@")[0].replace(":", "-")
+        assert (tmp_path / f"killed.{name}").exists(), f"a worker reached {point} and was killed"
+    assert not any(s.get("quarantined") for s in summary.values())
+    same_output(out, spine_reference)
+    store = CommitStore(out)
+    for stage in ("render", "export"):
+        assert not [u for u in store.units(stage) if store.read_failure(stage, u)], "no attempt left open"
+
+
+@pytest.mark.slow
+def test_the_driver_killed_under_ray_resumes(
+    ray_address, spine_stages, spine_reference, sa1b_input, tmp_path, cli, same_output
+):
+    import signal
+
+    out = tmp_path / "run"
+    args = [
+        "run",
+        "--input",
+        str(sa1b_input),
+        "--out",
+        str(out),
+        "--profile",
+        "tiny",
+        "--ray-address",
+        ray_address,
+    ]
+    env = {"GROUNDEDIT_STAGES_DIR": str(spine_stages)}
+    crashed = cli(*args, env={**env, "GROUNDEDIT_CRASH_AT": "run:ticket-done@2"}, check=False)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    cli(*args, env=env)
+    same_output(out, spine_reference)
