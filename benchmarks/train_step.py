@@ -42,9 +42,10 @@ from groundedit.models.bagel import Bagel, BagelConfig, FluxVAE, LoadedBagel, Sp
 from groundedit.models.bagel.tiny import init_vae
 from groundedit.models.tiny_tokenizer import build_tiny_tokenizer
 from groundedit.train.examples import EditExample, Grounding
-from groundedit.train.lora import add_lora, make_optimizer
+from groundedit.train.lora import add_lora
+from groundedit.train.optim import build_optimizer
 from groundedit.train.sequence import SequenceBuilder, build_pack
-from groundedit.train.spec import CfgDropout, ImageRule, LoraSpec, Optim, SequenceSpec
+from groundedit.train.spec import CfgDropout, ImageRule, LoraSpec, SequenceSpec, load_train_spec
 from groundedit.train.trainer import Components, forward_inputs
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0}
@@ -143,7 +144,10 @@ def run(mode: str, args, device: torch.device) -> dict:
     if lora:
         add_lora(model, LoraSpec(rank=args.lora_rank, alpha=2.0 * args.lora_rank), device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, Optim(eight_bit=lora), 1e-5, device)
+    eight_bit = lora and device.type == "cuda"
+    optim = {"lr": 1e-5, "warmup_steps": 0, "eight_bit": eight_bit}
+    spec = load_train_spec(overrides={"optim": optim, "lora": {"enabled": lora, "lr": None}})
+    optimizer = build_optimizer(params, spec, device)
     cuda = device.type == "cuda"
     times = []
     if cuda:

@@ -443,35 +443,44 @@ def train(
     """Fine-tune Bagel on exported shards with the InterCoG grounding losses."""
     import os
 
-    from groundedit.train.spec import load_train_spec
+    from groundedit.train.launch import TrainArgs, torchrun_command
+
+    args = TrainArgs(data=data, out=out, profile=profile, max_steps=max_steps, resume=resume, lora=lora)
+    spec = args.spec()  # a bad profile or spec stops here, before torchrun starts
+    if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+        raise typer.Exit(_torchrun(torchrun_command(nproc_per_node, args)))
+    _run_training(args, spec)
+
+
+@app.command("train-rank", hidden=True)
+def train_rank(args_json: str = typer.Argument(..., help="a TrainArgs object as JSON")) -> None:
+    """One rank of ``train --nproc-per-node N`` (torchrun starts it with the parent's arguments)."""
+    from groundedit.train.launch import TrainArgs
+
+    args = TrainArgs.model_validate_json(args_json)
+    _run_training(args, args.spec())
+
+
+def _run_training(args, spec) -> None:
+    import os
+
     from groundedit.train.trainer import train as run_training
 
-    overrides: dict = {"max_steps": max_steps} if max_steps else {}
-    if lora:
-        overrides["lora"] = {"enabled": True}
-    spec = load_train_spec(profile, overrides=overrides or None)
-    if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
-        args = ["--out", str(out), "--profile", profile, *(a for d in data for a in ("--data", d))]
-        args += [*(["--max-steps", str(max_steps)] if max_steps else []), *(["--resume"] if resume else [])]
-        args += ["--lora"] if lora else []
-        raise typer.Exit(_torchrun(nproc_per_node, ["train", *args]))
     main_rank = os.environ.get("RANK", "0") == "0"
     view = _TrainView(spec.max_steps) if main_rank else None
     try:
-        model_dir = run_training(spec, data, out, resume=resume, on_step=view)
+        model_dir = run_training(spec, args.data, args.out, resume=args.resume, on_step=view)
     finally:
         if view is not None:
             view.close()
     if main_rank:
-        console.print(f"model: {model_dir}   metrics: {out / 'metrics.jsonl'}", soft_wrap=True)
+        console.print(f"model: {model_dir}   metrics: {args.out / 'metrics.jsonl'}", soft_wrap=True)
 
 
-def _torchrun(nproc: int, cli_args: list[str]) -> int:
-    """Run this CLI under ``torch.distributed.run`` on this machine (one node, a free port); its exit code."""
+def _torchrun(command: list[str]) -> int:
+    """Run ``command`` (a torchrun launch of this CLI); its exit code."""
     import subprocess
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    command += ["-m", "groundedit.cli", *cli_args]
     code = subprocess.run(command, check=False).returncode
     if code:
         console.print(f"error: torchrun exited with {code} (the failing rank's error is above)", markup=False)

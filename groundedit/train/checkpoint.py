@@ -98,59 +98,6 @@ def _set_rng_state(rng: dict) -> None:
         torch.cuda.set_rng_state_all(rng["cuda"])
 
 
-def save_checkpoint(
-    out: Path,
-    step: int,
-    model: Bagel,
-    heads: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    ema: nn.Module | None,
-    meta: dict,
-    keep: int,
-    trainable_only: bool = False,
-) -> Path:
-    """Write the training state after ``step`` optimizer steps; keep the newest ``keep`` checkpoints.
-
-    ``trainable_only`` (LoRA) keeps only Bagel's trained parameters (the adapters): the frozen base is
-    the initial model's, reloaded from it on resume."""
-    final, tmp, name = _new_checkpoint_dir(out, step, str(os.getpid()))
-    bagel = _state(model)
-    if trainable_only:
-        trained = {n for n, p in model.named_parameters() if p.requires_grad}
-        bagel = {k: v for k, v in bagel.items() if k in trained}
-    save_file(bagel, str(tmp / "bagel.safetensors"))
-    save_file(_state(heads), str(tmp / "heads.safetensors"))
-    if ema is not None:
-        save_file(_state(ema.module), str(tmp / "ema.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "rng": _rng_state()}, tmp / "state.pt")
-    (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=2))
-    _publish(out, final, tmp, name, keep)
-    return final
-
-
-def load_checkpoint(
-    path: Path, model: Bagel, heads: nn.Module, optimizer: torch.optim.Optimizer, ema: nn.Module | None
-) -> dict:
-    """Restore everything :func:`save_checkpoint` wrote (strict keys); returns ``meta.json``."""
-    state = load_file(str(path / "bagel.safetensors"), device=str(model.device))
-    trained = {n for n, p in model.named_parameters() if p.requires_grad}
-    if state.keys() == trained and len(trained) < len(model.state_dict()):
-        model.load_state_dict(state, strict=False)  # trainable-only (LoRA): exactly the trained keys
-    else:
-        model.load_state_dict(state, strict=True)
-    device = next(heads.parameters()).device
-    heads.load_state_dict(load_file(str(path / "heads.safetensors"), device=str(device)), strict=True)
-    if ema is not None:
-        if not (path / "ema.safetensors").is_file():
-            raise FileNotFoundError(f"{path} has no ema.safetensors but the spec keeps an EMA")
-        ema.module.load_state_dict(load_file(str(path / "ema.safetensors"), device=str(model.device)))
-        ema.n_averaged.fill_(1)
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
-    _set_rng_state(state["rng"])
-    return json.loads((path / "meta.json").read_text())
-
-
 class TrainedModules(nn.Module):
     """Bagel and the heads under one root, so one distributed state dict names both (``bagel.*``,
     ``heads.*``) and matches the one optimizer over their parameters."""
@@ -160,50 +107,139 @@ class TrainedModules(nn.Module):
         self.bagel, self.heads = bagel, heads
 
 
-def save_sharded_checkpoint(
-    out: Path, step: int, modules: TrainedModules, optimizer, meta: dict, rank_meta: dict, keep: int, world
-) -> Path:
-    """The distributed counterpart of :func:`save_checkpoint`: every rank calls it."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
+class CheckpointManager:
+    """When and how the training state is saved and restored (the shape of torchtitan's
+    ``CheckpointManager``): one process writes safetensors files and ``state.pt``; several processes write
+    ``torch.distributed.checkpoint`` shards. :meth:`save` and :meth:`restore` each branch on the world once.
 
-    root = out / CHECKPOINTS
-    name = f"step-{step:07d}"
-    final, tmp = root / name, root / f".{name}.tmp-dcp"
-    if world.main:
-        final, tmp, name = _new_checkpoint_dir(out, step, "dcp")
-    world.barrier()
-    model_state, optim_state = get_state_dict(modules, optimizer)
-    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / "dcp"))
-    ranks = world.gather({**rank_meta, "rng": _json_rng()})
-    if world.main:
-        (tmp / "meta.json").write_text(
-            json.dumps({"step": step, "world_size": world.size, **meta, "ranks": ranks}, indent=2)
+    ``trainable_only`` (LoRA) keeps only Bagel's trained parameters: the frozen base is the initial
+    model's, reloaded from it on resume.
+    """
+
+    def __init__(
+        self,
+        out: Path,
+        world,
+        modules: TrainedModules,
+        optimizer: torch.optim.Optimizer,
+        ema: nn.Module | None = None,
+        *,
+        every: int,
+        keep: int,
+        trainable_only: bool = False,
+    ) -> None:
+        self.out, self.world, self.modules, self.optimizer, self.ema = out, world, modules, optimizer, ema
+        self.every, self.keep, self.trainable_only = every, keep, trainable_only
+
+    def latest(self) -> Path | None:
+        return latest_checkpoint(self.out)
+
+    def due(self, step: int, last: bool) -> bool:
+        return last or step % self.every == 0
+
+    def save(self, step: int, meta: dict, data_state: dict) -> Path:
+        """Write the state after ``step`` optimizer steps (every rank calls it); ``meta`` is the run's,
+        ``data_state`` this rank's data position. Keeps the newest ``keep`` checkpoints."""
+        if self.world.distributed:
+            return self._save_sharded(step, meta, data_state)
+        return self._save_local(step, {**meta, "data": data_state})
+
+    def restore(self, path: Path) -> tuple[dict, dict]:
+        """Load the checkpoint at ``path`` into the modules, optimizer and EMA (strict keys); returns
+        ``meta.json`` and this rank's data position."""
+        if self.world.distributed:
+            meta, mine = self._restore_sharded(path)
+            return meta, mine["data"]
+        meta = self._restore_local(path)
+        return meta, meta["data"]
+
+    # -- one process ---------------------------------------------------------------------------------
+
+    def _bagel_state(self) -> dict[str, torch.Tensor]:
+        model = self.modules.bagel
+        if not self.trainable_only:
+            return _state(model)
+        # Only the trained tensors are read (never a copy of the frozen base).
+        return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+
+    def _save_local(self, step: int, meta: dict) -> Path:
+        final, tmp, name = _new_checkpoint_dir(self.out, step, str(os.getpid()))
+        save_file(self._bagel_state(), str(tmp / "bagel.safetensors"))
+        save_file(_state(self.modules.heads), str(tmp / "heads.safetensors"))
+        if self.ema is not None:
+            save_file(_state(self.ema.module), str(tmp / "ema.safetensors"))
+        torch.save({"optimizer": self.optimizer.state_dict(), "rng": _rng_state()}, tmp / "state.pt")
+        (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=2))
+        _publish(self.out, final, tmp, name, self.keep)
+        return final
+
+    def _restore_local(self, path: Path) -> dict:
+        model, heads = self.modules.bagel, self.modules.heads
+        state = load_file(str(path / "bagel.safetensors"), device=str(model.device))
+        trained = {n for n, p in model.named_parameters() if p.requires_grad}
+        if state.keys() == trained and len(trained) < len(model.state_dict()):
+            model.load_state_dict(state, strict=False)  # trainable-only (LoRA): exactly the trained keys
+        else:
+            model.load_state_dict(state, strict=True)
+        device = next(heads.parameters()).device
+        heads.load_state_dict(load_file(str(path / "heads.safetensors"), device=str(device)), strict=True)
+        if self.ema is not None:
+            if not (path / "ema.safetensors").is_file():
+                raise FileNotFoundError(f"{path} has no ema.safetensors but the spec keeps an EMA")
+            self.ema.module.load_state_dict(
+                load_file(str(path / "ema.safetensors"), device=str(model.device))
+            )
+            self.ema.n_averaged.fill_(1)
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"])
+        return json.loads((path / "meta.json").read_text())
+
+    # -- several processes (FSDP2) -------------------------------------------------------------------
+
+    def _save_sharded(self, step: int, meta: dict, data_state: dict) -> Path:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        world = self.world
+        root = self.out / CHECKPOINTS
+        name = f"step-{step:07d}"
+        final, tmp = root / name, root / f".{name}.tmp-dcp"
+        if world.main:
+            final, tmp, name = _new_checkpoint_dir(self.out, step, "dcp")
+        world.barrier()
+        model_state, optim_state = get_state_dict(self.modules, self.optimizer)
+        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / "dcp"))
+        ranks = world.gather({"data": data_state, "rng": _json_rng()})
+        if world.main:
+            (tmp / "meta.json").write_text(
+                json.dumps({"step": step, "world_size": world.size, **meta, "ranks": ranks}, indent=2)
+            )
+            _publish(self.out, final, tmp, name, self.keep)
+        world.barrier()
+        return final
+
+    def _restore_sharded(self, path: Path) -> tuple[dict, dict]:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        world = self.world
+        meta = json.loads((path / "meta.json").read_text())
+        if meta.get("world_size") != world.size:
+            raise ValueError(
+                f"{path} was written by {meta.get('world_size', 1)} processes; resume it with as many "
+                f"(--nproc-per-node), not {world.size}"
+            )
+        model_state, optim_state = get_state_dict(self.modules, self.optimizer)
+        state = {"model": model_state, "optim": optim_state}
+        dcp.load(state, checkpoint_id=str(path / "dcp"))
+        set_state_dict(
+            self.modules, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
         )
-        _publish(out, final, tmp, name, keep)
-    world.barrier()
-    return final
-
-
-def load_sharded_checkpoint(path: Path, modules: TrainedModules, optimizer, world) -> tuple[dict, dict]:
-    """Restore :func:`save_sharded_checkpoint`'s state on the same world size; (meta, this rank's meta)."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
-    meta = json.loads((path / "meta.json").read_text())
-    if meta.get("world_size") != world.size:
-        raise ValueError(
-            f"{path} was written by {meta.get('world_size', 1)} processes; resume it with as many "
-            f"(--nproc-per-node), not {world.size}"
-        )
-    model_state, optim_state = get_state_dict(modules, optimizer)
-    state = {"model": model_state, "optim": optim_state}
-    dcp.load(state, checkpoint_id=str(path / "dcp"))
-    set_state_dict(modules, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-    mine = meta["ranks"][world.rank]
-    random.setstate(_as_tuple(mine["rng"]["python"]))
-    torch.set_rng_state(torch.tensor(mine["rng"]["torch"], dtype=torch.uint8))
-    return meta, mine
+        mine = meta["ranks"][world.rank]
+        random.setstate(_as_tuple(mine["rng"]["python"]))
+        torch.set_rng_state(torch.tensor(mine["rng"]["torch"], dtype=torch.uint8))
+        return meta, mine
 
 
 def _json_rng() -> dict:

@@ -1,4 +1,4 @@
-"""One-GPU fine-tuning: LoRA adapters (``peft``) on Bagel's LM projections, and the optimizer choice.
+"""One-GPU fine-tuning: LoRA adapters (``peft``) on Bagel's LM projections.
 
 :func:`add_lora` injects adapters into the projections the spec names, in every decoder layer and both
 experts (``q_proj`` and ``q_proj_moe_gen``, ``mlp.gate_proj`` and ``mlp_moe_gen.gate_proj``, ...), and
@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .errors import TrainError
-from .spec import LoraSpec, Optim
+from .spec import LoraSpec
 
 ADAPTER_DIR = "adapter"
 
@@ -95,24 +95,3 @@ def save_adapter(folder: Path, model: nn.Module, spec: LoraSpec) -> Path:
     config["target_modules"] = target_pattern(spec.targets)
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2, default=str))
     return folder
-
-
-def make_optimizer(params: list[nn.Parameter], o: Optim, lr: float, device: torch.device):
-    """AdamW; with ``o.eight_bit`` on CUDA its state is 8-bit (torchao, else bitsandbytes)."""
-    kwargs = {"lr": lr, "betas": o.betas, "eps": o.eps, "weight_decay": o.weight_decay}
-    if not (o.eight_bit and device.type == "cuda"):
-        return torch.optim.AdamW(params, **kwargs)
-    try:
-        from torchao.optim import AdamW8bit
-
-        return AdamW8bit(params, **kwargs)
-    except ImportError:
-        pass
-    try:
-        import bitsandbytes as bnb
-
-        return bnb.optim.AdamW8bit(params, **kwargs)
-    except ImportError as e:
-        raise TrainError(
-            "optim.eight_bit needs torchao or bitsandbytes on CUDA: pip install 'groundedit[gpu]'"
-        ) from e

@@ -33,21 +33,19 @@ from groundedit.models.bagel.model import shift_timesteps
 from groundedit.seeding import draw_seed
 
 from .checkpoint import (
+    CheckpointManager,
     TrainedModules,
     export_inference,
     gather_full_state,
     latest_checkpoint,
-    load_checkpoint,
-    load_sharded_checkpoint,
-    save_checkpoint,
-    save_sharded_checkpoint,
 )
 from .data import DataMixture
 from .errors import TrainError
 from .grounding import GroundingHeads, SamEncoder
 from .logbook import Logbook
-from .lora import ADAPTER_DIR, add_lora, make_optimizer, merged_state_dict, save_adapter
+from .lora import ADAPTER_DIR, add_lora, merged_state_dict, save_adapter
 from .objective import MASK_PARTS, TERMS, pack_counts, pack_terms
+from .optim import build_optimizer, set_lr
 from .parallel import (
     World,
     average_replicated_grads,
@@ -60,7 +58,7 @@ from .parallel import (
     zero_touch,
 )
 from .sequence import Pack, SequenceBuilder, build_pack, group_plans
-from .spec import Freeze, Optim, TrainSpec
+from .spec import Freeze, TrainSpec
 
 
 @dataclass
@@ -125,26 +123,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
-def load_sam(ref: str):
-    """SAM model and processor settings from a hub id, a local folder or ``tiny://sam``."""
-    from transformers import SamModel
-
-    from groundedit.models.hub import quiet_loading, resolve
-    from groundedit.models.perception.preprocess import ImageProcessorSettings, read_image_processor_config
-
-    quiet_loading()
-    path = resolve(ref)
-    model = SamModel.from_pretrained(path, dtype=torch.float32)
-    return model, ImageProcessorSettings.from_dict(read_image_processor_config(path))
-
-
 def build_components(
     spec: TrainSpec, device: torch.device | None = None, bagel_weights: bool = True
 ) -> Components:
     """Load Bagel (float32 master weights; left on the meta device without ``bagel_weights``) and SAM,
     build the heads (seeded) and the sequence builder."""
-    from groundedit.models.hub import resolve
+    from groundedit.models.hub import quiet_loading, resolve
+    from groundedit.models.perception.sam import load_sam
 
+    quiet_loading()
     device = device or resolve_device(spec.runtime.device)
     bagel = load_bagel(
         resolve(spec.models["bagel"]), device=device, dtype=torch.float32, model_weights=bagel_weights
@@ -152,7 +139,7 @@ def build_components(
     layers = bagel.config.llm.num_hidden_layers
     if not 0 <= spec.grounding.align_layer <= layers:
         raise TrainError(f"grounding.align_layer {spec.grounding.align_layer} is outside 0..{layers}")
-    sam_model, settings = load_sam(spec.models["sam"])
+    sam_model, settings = load_sam(resolve(spec.models["sam"]), torch.float32)
     hidden = bagel.config.llm.hidden_size
     vv_dim = hidden if spec.grounding.vv_target == "llm" else bagel.config.vit.hidden_size
     torch.manual_seed(draw_seed(spec.seed, "heads"))
@@ -176,11 +163,6 @@ def apply_freezing(c: Components, freeze: Freeze) -> None:
         for name, p in model.language_model.named_parameters():
             if "moe_gen" not in name:
                 p.requires_grad_(False)
-
-
-def lr_at(step: int, optim: Optim, peak: float | None = None) -> float:
-    """Linear warm-up to ``peak`` (default ``optim.lr``) over ``warmup_steps``, then constant."""
-    return (peak or optim.lr) * min(1.0, (step + 1) / (optim.warmup_steps + 1))
 
 
 def next_plans(data: DataMixture, c: Components, spec: TrainSpec, n: int | None = None) -> list:
@@ -334,20 +316,27 @@ def _train(
     heads.train()
     # Adapters or sharding wrap the model here: after freezing, before the optimizer.
     o = spec.optim
-    lr_peak = o.lr
     if spec.lora.enabled:
         add_lora(model, spec.lora, device)
-        lr_peak = spec.lora.lr or o.lr
     if world.distributed:
         shard_bagel(model, device, spec.runtime.fsdp_bf16)
         load_sharded_weights(model, c.bagel.folder / "ema.safetensors", device, world)
     model_params = [p for p in model.parameters() if p.requires_grad]
     head_params = [p for p in heads.parameters() if p.requires_grad]
-    optimizer = make_optimizer(model_params + head_params, o, lr_peak, device)
+    optimizer = build_optimizer(model_params + head_params, spec, device, sharded=world.distributed)
     ema = None
     if o.ema_decay is not None:
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(o.ema_decay), use_buffers=False)
-    modules = TrainedModules(model, heads)
+    checkpoints = CheckpointManager(
+        out,
+        world,
+        TrainedModules(model, heads),
+        optimizer,
+        ema,
+        every=spec.checkpoint_every,
+        keep=spec.keep_checkpoints,
+        trainable_only=spec.lora.enabled,
+    )
 
     step = 0
     if world.main:
@@ -355,12 +344,7 @@ def _train(
     run = {"spec": spec.model_dump(mode="json"), "data": data_args}
     if latest is not None:
         try:
-            if world.distributed:
-                meta, mine = load_sharded_checkpoint(latest, modules, optimizer, world)
-                data_state = mine["data"]
-            else:
-                meta = load_checkpoint(latest, model, heads, optimizer, ema)
-                data_state = meta["data"]
+            meta, data_state = checkpoints.restore(latest)
         except (RuntimeError, OSError, KeyError, ValueError) as e:
             raise TrainError(f"--resume: {latest} cannot be loaded ({type(e).__name__}: {e})") from e
         if meta["data_args"] != data_args:
@@ -379,9 +363,7 @@ def _train(
 
     while step < spec.max_steps:
         started = time.perf_counter()
-        lr = lr_at(step, o, lr_peak)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = set_lr(optimizer, spec, step)
         plans = next_plans(data, c, spec, spec.batch_size // world.size)
         packs = [
             build_pack(g, c.bagel.config, c.bagel.tokens, spec.sequence.vae_batching)
@@ -417,18 +399,8 @@ def _train(
             log.write(record)
         if on_step is not None and world.main:
             on_step(record)
-        if step % spec.checkpoint_every == 0 or step == spec.max_steps:
-            meta = {"data_args": data_args, "spec": run["spec"]}
-            if world.distributed:
-                rank_meta = {"data": data.state_dict()}
-                save_sharded_checkpoint(
-                    out, step, modules, optimizer, meta, rank_meta, spec.keep_checkpoints, world
-                )
-            else:
-                meta["data"] = data.state_dict()
-                save_checkpoint(
-                    out, step, model, heads, optimizer, ema, meta, spec.keep_checkpoints, spec.lora.enabled
-                )
+        if checkpoints.due(step, last=step == spec.max_steps):
+            checkpoints.save(step, {"data_args": data_args, "spec": run["spec"]}, data.state_dict())
 
     if log is not None:
         log.close()

@@ -11,11 +11,12 @@ from safetensors import safe_open
 from groundedit.models.bagel import BagelEditor, write_tiny_bagel
 from groundedit.train.checkpoint import (
     INTERCOG_FILE,
+    CheckpointManager,
+    TrainedModules,
     export_inference,
     latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
 )
+from groundedit.train.parallel import World
 
 
 def keys(path) -> set[str]:
@@ -57,26 +58,30 @@ def test_training_checkpoint_round_trip(components, tmp_path):
         p.grad = torch.ones_like(p)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    meta = {"data": {"draws": 5}, "data_args": ["x"]}
+    meta = {"data_args": ["x"]}
+    manager = CheckpointManager(tmp_path, World(), TrainedModules(model, heads), optimizer, every=2, keep=2)
+    assert [s for s in range(1, 7) if manager.due(s, last=s == 5)] == [2, 4, 5, 6]
     for step in (2, 4, 6):
-        save_checkpoint(tmp_path, step, model, heads, optimizer, None, meta, keep=2)
+        manager.save(step, meta, {"draws": step})
     root = tmp_path / "checkpoints"
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step-0000004", "step-0000006"]
-    assert latest_checkpoint(tmp_path) == root / "step-0000006"
+    assert latest_checkpoint(tmp_path) == manager.latest() == root / "step-0000006"
     before = {k: v.clone() for k, v in heads.state_dict().items()}
     state = {k: v.clone() for k, v in optimizer.state_dict()["state"][0].items()}
     with torch.no_grad():
         for p in params:
             p.add_(1.0)
     fresh = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.95), eps=1e-15)
-    got = load_checkpoint(root / "step-0000006", model, heads, fresh, None)
-    assert got["step"] == 6 and got["data"] == {"draws": 5}
+    restored = CheckpointManager(tmp_path, World(), TrainedModules(model, heads), fresh, every=2, keep=2)
+    got, data = restored.restore(root / "step-0000006")
+    assert got["step"] == 6 and got["data_args"] == ["x"] and data == {"draws": 6}
     for k, v in heads.state_dict().items():
         assert torch.equal(v, before[k]), k
     for k, v in fresh.state_dict()["state"][0].items():
         assert torch.equal(v, state[k]), k
+    ema = torch.optim.swa_utils.AveragedModel(heads)
     with pytest.raises(FileNotFoundError, match="ema"):
-        load_checkpoint(
-            root / "step-0000006", model, heads, fresh, torch.optim.swa_utils.AveragedModel(heads)
-        )
+        CheckpointManager(
+            tmp_path, World(), TrainedModules(model, heads), fresh, ema, every=2, keep=2
+        ).restore(root / "step-0000006")
     heads.load_state_dict(initial)  # the components are shared by other tests
