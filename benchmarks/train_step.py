@@ -138,7 +138,7 @@ def run(mode: str, args, device: torch.device) -> dict:
     config = bench_config(args.layers, args.hidden, args.vit_layers, args.vae_ch, args.vocab)
     c, pack = build(config, device, args.image)
     model = c.bagel.model
-    model.language_model.model.gradient_checkpointing = not args.no_checkpointing
+    model.set_gradient_checkpointing(not args.no_checkpointing)
     model.train()
     lora = mode == "lora"
     if lora:

@@ -1,22 +1,24 @@
 """What a training run writes: training checkpoints (exact resume) and the inference checkpoint.
 
-A training checkpoint ``checkpoints/step-NNNNNNN/`` holds ``bagel.safetensors`` (every Bagel weight),
-``heads.safetensors`` (mask decoder and projectors), ``ema.safetensors`` when an EMA is kept, ``state.pt``
+A training checkpoint ``checkpoints/step-NNNNNNN/`` holds ``bagel.safetensors`` (every Bagel weight; with
+LoRA the adapters only), ``heads.safetensors`` (mask decoder and projectors), ``ema.safetensors`` (the
+averages of the trained parameters) when an EMA is kept, ``state.pt``
 (optimizer state and RNG states, loaded with ``weights_only=True``) and ``meta.json`` (step, data position,
 skip counts, spec). It is written under a temporary name and renamed, then ``checkpoints/latest`` is
 replaced atomically, so a kill at any moment leaves the previous checkpoint intact.
 
 A distributed run (torchrun, FSDP2) writes ``dcp/`` instead of the three safetensors files and
 ``state.pt``: Bagel's shards, the heads and the optimizer state through ``torch.distributed.checkpoint``
-(each rank writes its own shards; the folder must be on storage every node sees), with each rank's data
+(each rank writes its own shards, the EMA's too; the folder must be on storage every node sees), with each rank's data
 position and RNG states in ``meta.json``. It resumes on the same world size.
 
 The inference checkpoint ``model/`` is Bagel in the official layout (``llm_config.json``,
 ``vit_config.json``, ``ema.safetensors``, ``ae.safetensors``, the tokenizer files of the initial model,
 ``groundedit_bagel.json``) plus ``intercog.json`` (the system prompts it was trained with). The auxiliary
-modules are not in it: ``BagelEditor.from_pretrained`` and the official loaders read it strictly. A sharded
-model is gathered for it parameter by parameter into rank 0's CPU memory (never whole on one GPU); a LoRA
-run writes the merged weights there and the adapter alone in ``model/adapter/``.
+modules are not in it: ``BagelEditor.from_pretrained`` and the official loaders read it strictly. Its
+``ema.safetensors`` is written one tensor at a time in the initial file's dtype (bf16 for the official
+release): a sharded model is gathered tensor by tensor, a LoRA run merges adapter by adapter (and writes the
+adapter alone in ``model/adapter/``), so neither the GPU nor the host ever holds a second copy of the model.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -34,7 +36,10 @@ from torch import nn
 
 from groundedit.faults import crash_point
 from groundedit.manifest import atomic_write_bytes
-from groundedit.models.bagel import Bagel, FluxVAE, save_bagel
+from groundedit.models.bagel import Bagel, save_bagel
+from groundedit.models.bagel.loading import file_dtype
+
+from .ema import EMA
 
 CHECKPOINTS, LATEST, MODEL_DIR = "checkpoints", "latest", "model"
 INTERCOG_FILE = "intercog.json"
@@ -122,7 +127,7 @@ class CheckpointManager:
         world,
         modules: TrainedModules,
         optimizer: torch.optim.Optimizer,
-        ema: nn.Module | None = None,
+        ema: EMA | None = None,
         *,
         every: int,
         keep: int,
@@ -167,7 +172,8 @@ class CheckpointManager:
         save_file(self._bagel_state(), str(tmp / "bagel.safetensors"))
         save_file(_state(self.modules.heads), str(tmp / "heads.safetensors"))
         if self.ema is not None:
-            save_file(_state(self.ema.module), str(tmp / "ema.safetensors"))
+            ema = {k: v.detach().contiguous().cpu() for k, v in self.ema.state_dict().items()}
+            save_file(ema, str(tmp / "ema.safetensors"))
         torch.save({"optimizer": self.optimizer.state_dict(), "rng": _rng_state()}, tmp / "state.pt")
         (tmp / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=2))
         _publish(self.out, final, tmp, name, self.keep)
@@ -186,10 +192,7 @@ class CheckpointManager:
         if self.ema is not None:
             if not (path / "ema.safetensors").is_file():
                 raise FileNotFoundError(f"{path} has no ema.safetensors but the spec keeps an EMA")
-            self.ema.module.load_state_dict(
-                load_file(str(path / "ema.safetensors"), device=str(model.device))
-            )
-            self.ema.n_averaged.fill_(1)
+            self.ema.load_state_dict(load_file(str(path / "ema.safetensors"), device=str(model.device)))
         state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         _set_rng_state(state["rng"])
@@ -209,7 +212,10 @@ class CheckpointManager:
             final, tmp, name = _new_checkpoint_dir(self.out, step, "dcp")
         world.barrier()
         model_state, optim_state = get_state_dict(self.modules, self.optimizer)
-        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / "dcp"))
+        state = {"model": model_state, "optim": optim_state}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()  # sharded like the parameters
+        dcp.save(state, checkpoint_id=str(tmp / "dcp"))
         ranks = world.gather({"data": data_state, "rng": _json_rng()})
         if world.main:
             (tmp / "meta.json").write_text(
@@ -232,7 +238,9 @@ class CheckpointManager:
             )
         model_state, optim_state = get_state_dict(self.modules, self.optimizer)
         state = {"model": model_state, "optim": optim_state}
-        dcp.load(state, checkpoint_id=str(path / "dcp"))
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        dcp.load(state, checkpoint_id=str(path / "dcp"))  # in place, the EMA's shards included
         set_state_dict(
             self.modules, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
         )
@@ -246,16 +254,6 @@ def _json_rng() -> dict:
     return {"python": random.getstate(), "torch": torch.get_rng_state().tolist()}
 
 
-def gather_full_state(model: nn.Module) -> dict[str, torch.Tensor] | None:
-    """A sharded model's full state on rank 0's CPU, one parameter at a time (None on other ranks)."""
-    import torch.distributed as dist
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    state = get_model_state_dict(model, options=options)
-    return state if dist.get_rank() == 0 else None
-
-
 def _as_tuple(x):
     return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
 
@@ -263,19 +261,24 @@ def _as_tuple(x):
 def export_inference(
     out: Path,
     model: Bagel,
-    vae: FluxVAE,
     init_folder: Path,
     prompts: dict[str, str],
-    state: dict[str, torch.Tensor] | None = None,
+    tensors: Iterable[tuple[str, torch.Tensor]] | None = None,
+    dtype: torch.dtype | None = None,
     extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write ``out/model/`` in the official layout (see the module docstring), replacing it atomically.
 
-    ``state`` replaces the model's own state dict (gathered or merged); ``extra(folder)`` adds files.
+    ``tensors`` (official names, the model's order) replace the model's own state (gathered, averaged or
+    merged); they are written one at a time, floating ones in ``dtype`` (default: the dtype of the initial
+    ``ema.safetensors``, bf16 for the official release). The VAE never trains: its file is copied.
+    ``extra(folder)`` adds files.
     """
     final, tmp = out / MODEL_DIR, out / f".{MODEL_DIR}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_bagel(tmp, model, vae, state=state)
+    dtype = dtype or file_dtype(init_folder / "ema.safetensors")
+    save_bagel(tmp, model, None, tensors=tensors, dtype=dtype)
+    shutil.copy2(init_folder / "ae.safetensors", tmp / "ae.safetensors")
     if extra is not None:
         extra(tmp)
     for name in TOKENIZER_FILES:

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from groundedit.manifest import atomic_write_bytes
 from groundedit.models.bagel import LoadedBagel, load_bagel
@@ -36,24 +35,26 @@ from .checkpoint import (
     CheckpointManager,
     TrainedModules,
     export_inference,
-    gather_full_state,
     latest_checkpoint,
 )
 from .data import DataMixture
+from .ema import EMA
 from .errors import TrainError
 from .grounding import GroundingHeads, SamEncoder
 from .logbook import Logbook
-from .lora import ADAPTER_DIR, add_lora, merged_state_dict, save_adapter
+from .lora import ADAPTER_DIR, add_lora, merged_tensors, save_adapter
 from .objective import MASK_PARTS, TERMS, pack_counts, pack_terms
-from .optim import build_optimizer, set_lr
+from .optim import build_optimizer, eight_bit_backend, set_lr
 from .parallel import (
     World,
     average_replicated_grads,
     clip_gradients,
     close_world,
     device_of,
+    full_tensors,
     init_world,
     load_sharded_weights,
+    set_gradient_sync,
     shard_bagel,
     zero_touch,
 )
@@ -71,6 +72,7 @@ class Components:
     builder: SequenceBuilder
     device: torch.device
     prompts: dict[str, str] = field(default_factory=dict)
+    autocast: bool = False  # bf16 autocast of the forward (CUDA with runtime.autocast_bf16)
 
 
 @dataclass
@@ -126,16 +128,17 @@ def resolve_device(name: str) -> torch.device:
 def build_components(
     spec: TrainSpec, device: torch.device | None = None, bagel_weights: bool = True
 ) -> Components:
-    """Load Bagel (float32 master weights; left on the meta device without ``bagel_weights``) and SAM,
-    build the heads (seeded) and the sequence builder."""
+    """Load Bagel (float32 master weights; with LoRA under bf16 autocast, the frozen base straight in bf16;
+    left on the meta device without ``bagel_weights``) and SAM, build the heads (seeded) and the sequence
+    builder."""
     from groundedit.models.hub import quiet_loading, resolve
     from groundedit.models.perception.sam import load_sam
 
     quiet_loading()
     device = device or resolve_device(spec.runtime.device)
-    bagel = load_bagel(
-        resolve(spec.models["bagel"]), device=device, dtype=torch.float32, model_weights=bagel_weights
-    )
+    autocast = device.type == "cuda" and spec.runtime.autocast_bf16
+    dtype = torch.bfloat16 if spec.lora.enabled and autocast else torch.float32
+    bagel = load_bagel(resolve(spec.models["bagel"]), device=device, dtype=dtype, model_weights=bagel_weights)
     layers = bagel.config.llm.num_hidden_layers
     if not 0 <= spec.grounding.align_layer <= layers:
         raise TrainError(f"grounding.align_layer {spec.grounding.align_layer} is outside 0..{layers}")
@@ -147,7 +150,8 @@ def build_components(
     grounding, edit = spec.system_prompts()
     builder = SequenceBuilder(bagel.tokenizer, bagel.config, spec.sequence, grounding, edit)
     prompts = {"grounding_system": grounding, "edit_system": edit}
-    return Components(bagel, heads, SamEncoder(sam_model, settings, device), builder, device, prompts)
+    sam = SamEncoder(sam_model, settings, device)
+    return Components(bagel, heads, sam, builder, device, prompts, autocast)
 
 
 def apply_freezing(c: Components, freeze: Freeze) -> None:
@@ -227,14 +231,16 @@ def step_losses(
     weights = spec.loss_weights.model_dump()
     values: dict[str, float] = dict.fromkeys(names, 0.0)
     total = 0.0
-    use_bf16 = c.device.type == "cuda" and spec.runtime.autocast_bf16
     # FSDP needs every rank to run as many forwards and backwards: a rank with fewer packs repeats its
     # last one with weight zero.
     n_packs = int(world.max(len(packs)))
+    once_per_step = world.distributed and backward and spec.runtime.gradient_sync == "step"
     for k in range(n_packs):
         pack, scale = (packs[k], 1.0) if k < len(packs) else (packs[-1], 0.0)
+        if once_per_step:
+            set_gradient_sync(c.bagel.model, k == n_packs - 1)
         latents, noise = forward_inputs(c, pack, spec.seed, key)
-        with torch.autocast(c.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with torch.autocast(c.device.type, dtype=torch.bfloat16, enabled=c.autocast):
             out = c.bagel.model(
                 pack.batch.to(c.device),
                 latents=latents or None,
@@ -273,14 +279,13 @@ def train(
 
 
 def _check_modes(spec: TrainSpec, world: World, device: torch.device) -> None:
+    """Refuse, before anything is loaded, what this world cannot run."""
     if spec.batch_size % world.size:
         raise TrainError(f"batch_size {spec.batch_size} is not a multiple of the {world.size} processes")
     if world.distributed and spec.lora.enabled:
         raise TrainError("LoRA is the one-process mode: run it without --nproc-per-node")
-    if spec.optim.ema_decay is not None and (world.distributed or spec.lora.enabled):
-        raise TrainError("optim.ema_decay is supported in full fine-tuning on one process only")
-    if spec.lora.enabled and device.type == "cuda" and not spec.runtime.autocast_bf16:
-        raise TrainError("LoRA on CUDA keeps the frozen weights in bf16: it needs runtime.autocast_bf16")
+    if spec.optim.eight_bit:
+        eight_bit_backend(device, sharded=world.distributed)
 
 
 def _train(
@@ -306,27 +311,25 @@ def _train(
     data = DataMixture.from_args(data_args, seed=spec.seed, rank=world.rank, world_size=world.size)
     data.check()
     preflight(spec)
-    # Under torchrun Bagel is built on the meta device, sharded, then filled from rank 0's CPU copy: the
-    # whole model never sits on one GPU.
+    # Under torchrun Bagel is built on the meta device, sharded, then each rank reads its own rows of the
+    # weights file: the whole model never sits on one GPU, nor in one process's host memory.
     c = build_components(spec, device, bagel_weights=not world.distributed)
     model, heads = c.bagel.model, c.heads
     apply_freezing(c, spec.freeze)
-    model.language_model.model.gradient_checkpointing = spec.runtime.gradient_checkpointing
+    model.set_gradient_checkpointing(spec.runtime.gradient_checkpointing)
     model.train()
     heads.train()
     # Adapters or sharding wrap the model here: after freezing, before the optimizer.
     o = spec.optim
     if spec.lora.enabled:
-        add_lora(model, spec.lora, device)
+        add_lora(model, spec.lora)
     if world.distributed:
-        shard_bagel(model, device, spec.runtime.fsdp_bf16)
+        shard_bagel(model, bf16=c.autocast and spec.runtime.fsdp_bf16)
         load_sharded_weights(model, c.bagel.folder / "ema.safetensors", device, world)
     model_params = [p for p in model.parameters() if p.requires_grad]
     head_params = [p for p in heads.parameters() if p.requires_grad]
     optimizer = build_optimizer(model_params + head_params, spec, device, sharded=world.distributed)
-    ema = None
-    if o.ema_decay is not None:
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(o.ema_decay), use_buffers=False)
+    ema = EMA(model, o.ema_decay) if o.ema_decay is not None else None
     checkpoints = CheckpointManager(
         out,
         world,
@@ -375,7 +378,7 @@ def _train(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
-            ema.update_parameters(model)
+            ema.update()
         step += 1
 
         counts = world.sum([len(plans), len(packs), sum(p.batch.length for p in packs)])
@@ -407,17 +410,23 @@ def _train(
     return _export(spec, c, out, ema, world)
 
 
-def _export(spec: TrainSpec, c: Components, out: Path, ema, world: World) -> Path:
-    """The inference checkpoint: gathered from the shards, merged from the adapters, or as trained."""
-    model = ema.module if ema is not None else c.bagel.model
-    state, extra = None, None
+def _export(spec: TrainSpec, c: Components, out: Path, ema: EMA | None, world: World) -> Path:
+    """The inference checkpoint, written one tensor at a time: gathered from the shards (every rank takes
+    part), merged from the adapters, or as trained; the EMA's averages when one is kept."""
+    model = c.bagel.model
+    if ema is not None:
+        ema.copy_to_model()  # training is over: the model now holds what model/ ships
+    tensors, extra = None, None
     if world.distributed:
-        state = gather_full_state(model)  # a collective: every rank takes part, rank 0 gets the state
+        tensors = full_tensors(model)
     elif spec.lora.enabled:
-        state = merged_state_dict(model)
+        tensors = merged_tensors(model)
         extra = lambda folder: save_adapter(folder / ADAPTER_DIR, model, spec.lora)  # noqa: E731
     path = out / "model"
     if world.main:
-        path = export_inference(out, model, c.bagel.vae, c.bagel.folder, c.prompts, state=state, extra=extra)
+        path = export_inference(out, model, c.bagel.folder, c.prompts, tensors, extra=extra)
+    else:
+        for _ in tensors:  # take part in every gather
+            pass
     world.barrier()
     return path

@@ -40,7 +40,7 @@ def test_targets_cover_both_experts_and_only_the_language_model():
 
 def test_only_adapters_and_heads_get_gradients(tiny_spec):
     c = build_components(tiny_spec)
-    adapted = add_lora(c.bagel.model, LoraSpec(**LORA), c.device)
+    adapted = add_lora(c.bagel.model, LoraSpec(**LORA))
     assert len(adapted) == 4 * 7 * 2  # layers × projections × experts
     c.bagel.model.train()
     plans = [c.builder.plan(grounding_example(f"k{i}", seed=i), random.Random(i)) for i in range(2)]
