@@ -420,18 +420,19 @@ _LOSS_TERMS = ("ce", "mse", "tv", "vv", "mask")
 @app.command()
 def train(
     data: list[str] = typer.Option(
-        ...,
+        [],
         "--data",
         help="training data, repeatable: a run folder, shards/ folder or .tar (our shards), or a Bagel "
         "parquet_info .json / folder of .parquet; PATH=WEIGHT sets a source's mixing weight (default 1)",
     ),
-    out: Path = typer.Option(..., "--out", help="output folder: checkpoints, metrics.jsonl, model/"),
+    out: Path | None = typer.Option(None, "--out", help="output folder: checkpoints, metrics.jsonl, model/"),
     profile: str = typer.Option(DEFAULT_PROFILE, "--profile", help="'paper' or 'tiny' (stages/train.yaml)"),
     max_steps: int | None = typer.Option(None, "--max-steps", min=1, help="override the spec's max_steps"),
     resume: bool = typer.Option(False, "--resume", help="continue from the latest checkpoint in OUT"),
     lora: bool = typer.Option(
         False, "--lora", help="one-GPU mode: LoRA adapters (spec section lora), Bagel frozen, heads trained"
     ),
+    eight_bit: bool = typer.Option(False, "--eight-bit", help="8-bit AdamW state (optim.eight_bit; torchao)"),
     nproc_per_node: int = typer.Option(
         1,
         "--nproc-per-node",
@@ -439,17 +440,48 @@ def train(
         help="processes (GPUs) on this machine: launches torchrun with FSDP2; for several machines run "
         "torchrun yourself (README)",
     ),
+    plan: bool = typer.Option(
+        False, "--plan", help="print what the run needs per GPU (no weights read, nothing trained) and exit"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="with --plan: print it as one JSON object"),
+    gpu_memory: float = typer.Option(80.0, "--gpu-memory", min=1, help="with --plan: GiB per GPU to fit in"),
+    plan_samples: int = typer.Option(
+        64, "--plan-samples", min=1, help="with --plan: samples of --data whose token lengths are planned"
+    ),
 ) -> None:
     """Fine-tune Bagel on exported shards with the InterCoG grounding losses."""
     import os
 
     from groundedit.train.launch import TrainArgs, torchrun_command
 
-    args = TrainArgs(data=data, out=out, profile=profile, max_steps=max_steps, resume=resume, lora=lora)
+    if plan:
+        args = TrainArgs(data=data, out=out or Path("."), profile=profile, lora=lora, eight_bit=eight_bit)
+        _print_plan(args, nproc_per_node, gpu_memory, plan_samples, as_json)
+        return
+    if not data or out is None:
+        raise CliError("train needs --data and --out (or --plan)")
+    args = TrainArgs(
+        data=data,
+        out=out,
+        profile=profile,
+        max_steps=max_steps,
+        resume=resume,
+        lora=lora,
+        eight_bit=eight_bit,
+    )
     spec = args.spec()  # a bad profile or spec stops here, before torchrun starts
     if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
         raise typer.Exit(_torchrun(torchrun_command(nproc_per_node, args)))
     _run_training(args, spec)
+
+
+def _print_plan(args, processes: int, gpu_memory: float, samples: int, as_json: bool) -> None:
+    from groundedit.train.plan import make_plan, render
+
+    if args.lora and processes > 1:
+        raise CliError("LoRA is the one-process mode: plan it without --nproc-per-node")
+    result = make_plan(args.spec(), args.data, processes, gpu_memory, samples)
+    print(result.model_dump_json() if as_json else render(result))
 
 
 @app.command("train-rank", hidden=True)

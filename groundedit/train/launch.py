@@ -31,6 +31,7 @@ class TrainArgs(BaseModel):
     max_steps: int | None = None
     resume: bool = False
     lora: bool = False
+    eight_bit: bool = False
 
     def spec(self) -> TrainSpec:
         """``stages/train.yaml`` under the profile, with the command line's overrides."""
@@ -39,6 +40,8 @@ class TrainArgs(BaseModel):
             overrides["max_steps"] = self.max_steps
         if self.lora:
             overrides["lora"] = {"enabled": True}
+        if self.eight_bit:
+            overrides["optim"] = {"eight_bit": True}
         return load_train_spec(self.profile, overrides=overrides or None)
 
 

@@ -156,8 +156,12 @@ def build_components(
 
 def apply_freezing(c: Components, freeze: Freeze) -> None:
     """The VAE and the SAM encoder never train; the spec may freeze the ViT, the und expert or the LM."""
-    model = c.bagel.model
     c.bagel.vae.requires_grad_(False).eval()
+    freeze_bagel(c.bagel.model, freeze)
+
+
+def freeze_bagel(model, freeze: Freeze) -> None:
+    """Freeze the parts of Bagel the spec names (also applied to the meta-device model of ``--plan``)."""
     if freeze.vit:
         model.vit_model.requires_grad_(False)
         model.connector.requires_grad_(False)
