@@ -103,24 +103,168 @@ def attention_peak(tokens: int, path: str, heads: int = 28, kv_heads: int = 4, h
     return peak
 
 
+# -- activations -------------------------------------------------------------------------------------------
+
+
+def real_width_config(layers: int, vocab: int = 16384, vit_layers: int = 1):
+    """Bagel-7B-MoT's widths (LM 3584 / FFN 18944 / 28 over 4 heads, SigLIP 1152 / 4304) with ``layers``
+    decoder layers, ``vit_layers`` SigLIP layers and a smaller vocabulary (the embedding tables are not
+    activations; a real-size one would only make the process heavier)."""
+    import dataclasses
+
+    from groundedit.models.bagel import BagelConfig
+    from groundedit.models.bagel.config import VAEConfig
+
+    base = BagelConfig()
+    llm = dataclasses.replace(base.llm, num_hidden_layers=layers, vocab_size=vocab)
+    vit = dataclasses.replace(base.vit, num_hidden_layers=vit_layers + 1)  # one is dropped when loaded
+    vae = VAEConfig(ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1)
+    return dataclasses.replace(base, llm=llm, vit=vit, vae=vae)
+
+
+def activation_peak(layers: int, checkpointing: bool, side: int) -> dict:
+    """Peak memory of one training forward and backward of a real-width pack (an InterCoG-like sample:
+    text, a clean and a noised ``side``² VAE image, a 224² ViT image, text with CE) against the plan's
+    estimate. Gradients flow through every layer to the first ones, but only two small weights receive
+    one (weight gradients are the plan's 'gradients', not activations)."""
+    from groundedit.models.bagel import Bagel, SequencePacker, SpecialTokens
+    from groundedit.train.plan import PackShape, activation_bytes
+
+    config = real_width_config(layers)
+    with torch.device("meta"):
+        model = Bagel(config)
+    model.to_empty(device="cpu")
+    model.init_weights(torch.Generator().manual_seed(0))
+    model.train()
+    model.set_gradient_checkpointing(checkpointing)
+    g = torch.Generator().manual_seed(1)
+    p = SequencePacker(config, SpecialTokens(1, 2, 3, 4))
+    p.add_text(list(range(10, 60)))
+    p.add_vae_image(torch.rand(3, side, side, generator=g) * 2 - 1)
+    p.add_vit_image(torch.rand(3, 224, 224, generator=g) * 2 - 1)
+    p.add_text(list(range(10, 30)))
+    p.add_text(list(range(10, 110)), loss=True)
+    p.add_vae_image(torch.rand(3, side, side, generator=g) * 2 - 1, noised=True)
+    p.end_sample()
+    batch = p.build()
+    latents = [torch.randn(16, side // 8, side // 8, generator=g) for _ in batch.vae_images]
+    wanted = [model.vae2llm.weight, model.vit_model.vision_model.embeddings.patch_embedding.weight]
+
+    def step():
+        out = model(
+            batch, latents=latents, hidden_layers={layers}, generator=torch.Generator().manual_seed(2)
+        )
+        loss = out.ce + out.mse + out.hidden_states[layers].float().pow(2).mean()
+        torch.autograd.grad(loss, wanted)
+
+    measured, _ = peak_above_now(step)
+    noised = sum(h * w for (h, w), t in zip(batch.latent_grids, batch.timesteps, strict=True) if t != 0.0)
+    pack = PackShape(
+        batch.length,
+        sum(h * w for h, w in batch.latent_grids),
+        noised,
+        sum(batch.vit_seqlens),
+        batch.ce_index.numel(),
+    )
+    estimate = activation_bytes(config, pack, 4, checkpointing, device="cpu")
+    return {"tokens": batch.length, "measured": measured, "estimate": estimate}
+
+
+# -- host memory at load and export ------------------------------------------------------------------------
+
+
+def write_folder(folder: Path, layers: int, vocab: int) -> int:
+    """A random real-width Bagel in the official layout, ``ema.safetensors`` in bf16, written one tensor at
+    a time (never whole in memory); returns its size in bytes."""
+    from groundedit.models.bagel import Bagel, FluxVAE, save_bagel
+    from groundedit.models.bagel.loading import official_entries
+    from groundedit.models.bagel.tiny import init_vae
+    from groundedit.models.tiny_tokenizer import build_tiny_tokenizer
+
+    config = real_width_config(layers, vocab)
+    g = torch.Generator().manual_seed(0)
+    entries = official_entries(config, torch.bfloat16)
+    tensors = (
+        (name, torch.randn(shape, generator=g, dtype=torch.bfloat16) * 0.02) for name, shape, _ in entries
+    )
+    with torch.device("meta"):
+        meta = Bagel(config)
+    vae = FluxVAE(config.vae)
+    init_vae(vae, g)
+    save_bagel(folder, meta, vae, tensors=tensors, dtype=torch.bfloat16)
+    build_tiny_tokenizer(folder)
+    return (folder / "ema.safetensors").stat().st_size
+
+
+def host_peaks(folder: Path, out: Path) -> dict:
+    """Peak resident memory (above the process's start) while the meta-built model is loaded in bf16 and
+    its weights are touched, then while ``ema.safetensors`` is exported from it."""
+    import transformers.models.auto  # noqa: F401  (imported before the baseline: not the model's memory)
+
+    from groundedit.models.bagel import load_bagel, save_bagel
+
+    def load():
+        bagel = load_bagel(folder, device="cpu", dtype=torch.bfloat16)
+        with torch.no_grad():
+            for p in bagel.model.parameters():
+                p.sum()  # every page of every weight is read: the model is resident
+        return bagel
+
+    loading, bagel = peak_above_now(load)
+    start = _status("VmRSS") - loading  # the same baseline for the export
+    Path("/proc/self/clear_refs").write_text("5")
+    save_bagel(out, bagel.model, None, dtype=torch.bfloat16)
+    exporting = _status("VmHWM") - start
+    return {"loading": loading, "exporting": exporting}
+
+
 # -- entry point -------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("command", choices=["attention"])
-    ap.add_argument("--tokens", type=int, default=13500)
-    ap.add_argument("--path", choices=["dense", "split", "both"], default="both")
+    ap.add_argument("command", choices=["attention", "activations", "host"])
+    ap.add_argument("--tokens", type=int, default=13500, help="attention: tokens of the sample")
+    ap.add_argument("--path", choices=["dense", "split"], default="split", help="attention, with --json")
+    ap.add_argument("--layers", type=int, default=1, help="activations / host: decoder layers")
+    ap.add_argument("--checkpointing", type=int, default=0, help="activations: 1 = activation checkpointing")
+    ap.add_argument("--side", type=int, default=256, help="activations: side of the VAE images")
+    ap.add_argument("--vocab", type=int, default=32768, help="host: vocabulary (embedding tables)")
+    ap.add_argument("--folder", default="", help="host, with --json: the folder to load")
     ap.add_argument("--json", action="store_true", help="one measurement, printed as JSON (subprocess use)")
     args = ap.parse_args(argv)
+    if args.json:
+        if args.command == "attention":
+            result = {"peak": attention_peak(args.tokens, args.path)}
+        elif args.command == "activations":
+            result = activation_peak(args.layers, bool(args.checkpointing), args.side)
+        else:
+            result = host_peaks(Path(args.folder), Path(args.folder) / "export")
+        print(json.dumps(result))
+        return 0
     if args.command == "attention":
-        if args.json:
-            print(json.dumps({"peak": attention_peak(args.tokens, args.path)}))
-            return 0
         print(f"attention of one Bagel-7B-MoT layer, one InterCoG sample of {args.tokens} tokens, fp32, CPU")
         for path in ("dense", "split"):
             peak = in_subprocess("attention", tokens=args.tokens, path=path)["peak"]
             print(f"  {path:6} peak above start: {peak / 2**20:8.1f} MiB")
+    elif args.command == "activations":
+        r = in_subprocess("activations", layers=args.layers, checkpointing=args.checkpointing, side=args.side)
+        print(
+            f"activations, real width, {args.layers} layer(s), checkpointing {bool(args.checkpointing)}, "
+            f"{r['tokens']} tokens: measured {r['measured'] / 2**20:.1f} MiB, "
+            f"estimated {r['estimate'] / 2**20:.1f} MiB ({r['estimate'] / r['measured'] - 1:+.1%})"
+        )
+    else:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            size = write_folder(Path(tmp), args.layers, args.vocab)
+            r = in_subprocess("host", folder=tmp)
+        print(f"host memory, real width, {args.layers} layer(s): bf16 model {size / 2**30:.2f} GiB")
+        for phase in ("loading", "exporting"):
+            print(
+                f"  {phase:9} peak above start {r[phase] / 2**30:.2f} GiB ({r[phase] / size:.2f}x the bf16 size)"
+            )
     return 0
 
 
