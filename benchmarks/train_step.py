@@ -162,7 +162,9 @@ def run(mode: str, args, device: torch.device) -> dict:
     model.train()
     lora = mode == "lora"
     if lora:
-        add_lora(model, LoraSpec(rank=args.lora_rank, alpha=2.0 * args.lora_rank), device)
+        if device.type == "cuda":
+            model.to(torch.bfloat16)  # the trainer loads the frozen base straight in bf16
+        add_lora(model, LoraSpec(rank=args.lora_rank, alpha=2.0 * args.lora_rank))
     params = [p for p in model.parameters() if p.requires_grad]
     eight_bit = lora and device.type == "cuda"
     optim = {"lr": 1e-5, "warmup_steps": 0, "eight_bit": eight_bit}

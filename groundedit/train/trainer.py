@@ -2,12 +2,13 @@
 
 ``train(spec, data, out)``: join the process group when torchrun started us; load Bagel, SAM and the data
 (this rank's stripe); build the grounding heads; freeze; add LoRA adapters (one-GPU mode) or shard Bagel
-with FSDP2 (several processes); AdamW (8-bit state on CUDA when asked); then for each step draw this rank's
+with FSDP2 (several processes); AdamW (8-bit state when asked: ``optim.py``); then for each step draw this rank's
 share of ``batch_size`` examples, build their sequences, group them into packs under the token budget, run
 each pack forward and backward (the loss of a step is the same however it is packed and however many
 ranks share it: every term is divided by its global count and gradients are summed), clip, step, update
-the EMA, log, and checkpoint every ``checkpoint_every`` steps. At the end the inference checkpoint is
-written in the official Bagel layout (gathered from the shards, or with the adapters merged).
+the EMA, log, and checkpoint every ``checkpoint_every`` steps (``CheckpointManager``). At the end the
+inference checkpoint is written in the official Bagel layout, one tensor at a time (gathered from the shards,
+or with the adapters merged; the EMA's averages when one is kept).
 
 Randomness is keyed, never drawn from a global stream: the data mixture by global draw number, each
 sample's CFG dropout, VAE posterior draw, timesteps and noise by its draw number (and the step). So a
