@@ -128,7 +128,7 @@ def activation_peak(layers: int, checkpointing: bool, side: int) -> dict:
     estimate. Gradients flow through every layer to the first ones, but only two small weights receive
     one (weight gradients are the plan's 'gradients', not activations)."""
     from groundedit.models.bagel import Bagel, SequencePacker, SpecialTokens
-    from groundedit.train.plan import PackShape, activation_bytes
+    from groundedit.train.memory import PackShape, activation_bytes
 
     config = real_width_config(layers)
     with torch.device("meta"):

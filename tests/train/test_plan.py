@@ -13,7 +13,8 @@ from groundedit.cli import main
 from groundedit.models.bagel import BagelConfig
 from groundedit.models.bagel.loading import official_entries
 from groundedit.train.data import DataMixture
-from groundedit.train.plan import GIB, make_plan, meta_models, shard_numel
+from groundedit.train.memory import GIB, shard_numel
+from groundedit.train.plan import make_plan, meta_models
 from groundedit.train.spec import load_train_spec
 
 from .conftest import sample_members, write_shard
