@@ -21,12 +21,13 @@ from .conftest import sample_members, write_shard
 pytestmark = pytest.mark.slow
 
 STEPS = 3
-# The tiny profile with 4 samples a step, each its own pack (2 packs per rank), gradients reduced once per
-# step, and an EMA (decay 0.5: every step moves it visibly).
+# The tiny profile with 4 samples a step, each its own pack (2 packs per rank: these samples are 367 tokens
+# long with nothing dropped, so a 400-token budget holds exactly one), gradients reduced once per step, and
+# an EMA (decay 0.5: every step moves it visibly).
 EDITS = {
     "train": (
-        "    max_steps: 4\n    batch_size: 2\n    max_tokens_per_pack: 4096\n",
-        "    max_steps: 4\n    batch_size: 4\n    max_tokens_per_pack: 1\n",
+        "    max_steps: 4\n    batch_size: 2\n    max_tokens_per_pack: 4096\n    max_tokens_per_sample: 4096\n",
+        "    max_steps: 4\n    batch_size: 4\n    max_tokens_per_pack: 400\n    max_tokens_per_sample: 400\n",
     )
 }
 OPTIM = (
