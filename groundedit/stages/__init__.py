@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from groundedit.stages.base import BaseStage, RunContext, SinkStage, SourceStage, Stage, UnitIO
+from groundedit.stages.base import BaseStage, SinkStage, SourceStage, Stage, UnitIO
 from groundedit.stages.edit import EditStage
 from groundedit.stages.export import ExportStage
 from groundedit.stages.ground import GroundStage
@@ -32,4 +32,4 @@ STAGES: dict[str, type[BaseStage]] = {
     )
 }
 
-__all__ = ["STAGES", "BaseStage", "RunContext", "SinkStage", "SourceStage", "Stage", "UnitIO"]
+__all__ = ["STAGES", "BaseStage", "SinkStage", "SourceStage", "Stage", "UnitIO"]

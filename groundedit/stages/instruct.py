@@ -61,7 +61,7 @@ class InstructionWriter(ChatStage):
             except SampleError as e:
                 out[i] = s.reject(self.name, e.reason, e.detail)
                 continue
-            edit_type = draw_edit_type(self.ctx.seed, s.key, self.params.edit_type_weights)
+            edit_type = draw_edit_type(self.config.seed, s.key, self.params.edit_type_weights)
             req = instruct_request(
                 self.template, Image.fromarray(boxed), edit_type, self.sampling(s.key), self.params.max_chars
             )

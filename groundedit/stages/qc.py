@@ -32,8 +32,8 @@ class QualityJudge(ChatStage):
         for i, s in enumerate(batch):
             try:
                 box = s.target.box_xyxy
-                before = draw_box(np.asarray(artifact_image(s, "src.jpg", self.ctx.out)), box)
-                after = draw_box(np.asarray(artifact_image(s, "edited.jpg", self.ctx.out)), box)
+                before = draw_box(np.asarray(artifact_image(s, "src.jpg", self.config.out)), box)
+                after = draw_box(np.asarray(artifact_image(s, "edited.jpg", self.config.out)), box)
             except SampleError as e:
                 out[i] = s.reject(self.name, e.reason, e.detail)
                 continue

@@ -10,11 +10,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.storage import read_rows
 from groundedit.models.chat import load_prompt
 from groundedit.records import Sample
 from groundedit.specs import load_spec, stages_dir
-from groundedit.stages import RunContext
 from groundedit.stages.instruct import InstructionWriter, draw_edit_type
 from groundedit.stages.qc import QualityJudge
 from groundedit.stages.rewrite import InstructionRewriter
@@ -73,7 +73,7 @@ def selected(sa1b_input, tmp_path_factory, run_pipeline):
 def _stage(cls, out, backend, **params):
     spec = load_spec(cls.name, "tiny")
     spec = spec.model_copy(update={"params": {**spec.params, **params}})
-    stage = cls(spec, RunContext(out=out, input=out, seed=0, profile="tiny"))
+    stage = cls(spec, RunConfig(out=out, input=out, seed=0, profile="tiny"))
     stage.backend, stage.template = backend, load_prompt(spec.prompt)
     return stage
 
