@@ -46,7 +46,7 @@ def draw_edit_type(seed: int, key: str, weights: dict[str, float]) -> str:
     return rng.choices(types, weights=[weights[t] for t in types])[0]
 
 
-class InstructionWriter(ChatStage):
+class InstructStage(ChatStage):
     name = "instruct"
     Params = InstructParams
 

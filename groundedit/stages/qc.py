@@ -15,14 +15,14 @@ from groundedit.stages.base import UnitIO
 from groundedit.stages.chat_stage import ChatParams, ChatStage
 
 
-class QCParams(ChatParams):
+class QcParams(ChatParams):
     min_region_edit_accuracy: float = Field(3.5, ge=1.0, le=5.0)
     min_seamless_quality: float = Field(3.5, ge=1.0, le=5.0)
 
 
-class QualityJudge(ChatStage):
+class QcStage(ChatStage):
     name = "qc"
-    Params = QCParams
+    Params = QcParams
 
     def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
         from groundedit.models.chat import QCAnswer, ask_validated, qc_request
