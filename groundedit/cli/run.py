@@ -114,8 +114,7 @@ def run(
     from groundedit.engine.executors import EXECUTORS, make_executor
     from groundedit.engine.pipeline import Pipeline
     from groundedit.engine.schedule import SCHEDULES
-    from groundedit.engine.settings import check_out_folder, resolve_settings
-    from groundedit.stages import RunContext
+    from groundedit.engine.settings import check_out_folder, resolve_config
 
     if out.exists() and not out.is_dir():
         raise CliError(f"--out {out} is a file, not a folder")
@@ -128,18 +127,15 @@ def run(
         raise CliError(f"unknown executor '{executor}' (choose from: {', '.join(EXECUTORS)})")
     if schedule not in SCHEDULES:
         raise CliError(f"unknown schedule '{schedule}' (choose from: {', '.join(SCHEDULES)})")
-    info = resolve_settings(
+    config = resolve_config(
         out,
+        stage=stage,
+        source_stage=_first_stage(),
+        reconfigure=reconfigure,
         input=input,
         profile=profile,
         seed=seed,
         limit=limit,
-        stage=stage,
-        source_stage=_first_stage(),
-        reconfigure=reconfigure,
-    )
-    ctx = RunContext(
-        out=out.resolve(), input=Path(info.input), seed=info.seed, profile=info.profile, limit=info.limit
     )
     columns = [
         TextColumn("{task.description:<10}"),
@@ -158,7 +154,7 @@ def run(
         try:
             with Progress(*columns, console=console, transient=False) as progress:
                 pipe = Pipeline(
-                    ctx,
+                    config,
                     ex,
                     on_event=_ProgressView(progress),
                     on_notice=_notice,
@@ -178,12 +174,12 @@ def run(
             raise typer.Exit(130) from None
         finally:
             ex.close()
-            if native is not None and (ctx.out / "manifests").is_dir():
-                native.save(RunFolder(ctx.out).logs / "ray-driver.log")
-    _print_summary(ctx.out, summary)
+            if native is not None and RunFolder(config.out).manifests.is_dir():
+                native.save(RunFolder(config.out).logs / "ray-driver.log")
+    _print_summary(config.out, summary)
     failed = {(name, u): err for name, s in summary.items() for u, err in s.get("quarantined", {}).items()}
     if failed:
-        _print_quarantined(ctx.out, failed)
+        _print_quarantined(config.out, failed)
         raise typer.Exit(3)
 
 
@@ -247,19 +243,15 @@ def status(out: Path = typer.Option(..., "--out", metavar="DIR", help="run folde
     """Per-stage progress of a run folder, from its manifests."""
     from groundedit.engine.chain import StageChain
     from groundedit.engine.status import run_status
-    from groundedit.formats.manifest import RunInfo
-    from groundedit.stages import RunContext
+    from groundedit.formats.runconfig import RunConfig
 
-    info = RunInfo.load(out)
-    if info is None:
+    config = RunConfig.load(out)
+    if config is None:
         raise CliError(f"{out} is not a run folder (no manifests/run.json)")
-    ctx = RunContext(
-        out=out.resolve(), input=Path(info.input), seed=info.seed, profile=info.profile, limit=info.limit
-    )
-    table = Table(title=f"{out}  (profile {info.profile}, seed {info.seed})")
+    table = Table(title=f"{out}  (profile {config.profile}, seed {config.seed})")
     for col in ("stage", "state", "units", "in", "kept", "rejected", "reasons"):
         table.add_column(col, justify="right" if col in ("units", "in", "kept", "rejected") else "left")
-    statuses = run_status(StageChain(ctx), ctx.out)
+    statuses = run_status(StageChain(config))
     for st in statuses:
         reasons = ", ".join(f"{k} {v}" for k, v in st.rejected.most_common())
         units = f"{st.units_done}/{st.units_planned}" if st.units_planned else str(st.units_done)
