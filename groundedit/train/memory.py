@@ -7,20 +7,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
-from groundedit.models.bagel import Bagel, BagelConfig
+from groundedit.models.bagel import Bagel, BagelConfig, FluxVAE
 from groundedit.models.bagel.config import LLMConfig, ViTConfig
 
 from .spec import TrainSpec
 
-if TYPE_CHECKING:
-    from .plan import MetaModels
-
 GIB = 2**30
 RESERVE = 2 * GIB  # CUDA context (~0.5-1 GiB), NCCL buffers, allocator fragmentation: our allowance
+
+
+@dataclass
+class MetaModels:
+    """The models a run trains and reads, built on the meta device (:func:`plan.meta_models`)."""
+
+    bagel: Bagel
+    vae: FluxVAE
+    sam_encoder: torch.nn.Module
+    heads: torch.nn.Module
 
 
 @dataclass(frozen=True)

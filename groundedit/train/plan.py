@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import random
 import statistics
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,7 +34,7 @@ from pydantic import BaseModel
 from groundedit.models.bagel import Bagel, BagelConfig, FluxVAE
 
 from .errors import TrainError
-from .memory import GIB, PackShape, memory_bytes
+from .memory import GIB, MetaModels, PackShape, memory_bytes
 from .spec import TrainSpec
 
 OFFICIAL_BAGEL, OFFICIAL_SAM = "ByteDance-Seed/BAGEL-7B-MoT", "facebook/sam-vit-huge"
@@ -119,14 +118,6 @@ def sam_architecture(ref: str):
     if ref == OFFICIAL_SAM:
         return sam_config("full")
     raise TrainError(f"--plan: {ref} is not a local SAM folder nor in the cache; its architecture is unknown")
-
-
-@dataclass
-class MetaModels:
-    bagel: Bagel
-    vae: FluxVAE
-    sam_encoder: torch.nn.Module
-    heads: torch.nn.Module
 
 
 def meta_models(spec: TrainSpec, config: BagelConfig) -> MetaModels:
