@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -308,16 +309,27 @@ def enforcing_stages(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.fixture(scope="module")
-def torch_one_thread():
-    """Torch on one thread for a test module: tiny ops on a 2-vCPU VM are dominated by thread
-    hand-offs, so one thread is ~20x faster here."""
+@contextlib.contextmanager
+def one_torch_thread():
+    """Torch on one thread while the block runs: tiny ops on a 2-vCPU VM are dominated by thread
+    hand-offs, so one thread is ~20x faster here; and CPU matmuls round differently with different
+    thread counts, so runs made on one thread compare byte for byte with a subprocess started with
+    ``OMP_NUM_THREADS=1`` (and with Ray workers, which get one thread per CPU of their spec)."""
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Torch on one thread for a test module (see :func:`one_torch_thread`)."""
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -332,10 +344,33 @@ def tiny_run(sa1b_input, tmp_path_factory, enforcing_stages) -> Path:
     """One finished tiny-profile run (local executor) over the 12-photo fixture, shared by every test
     that reads a run (end to end, report, export, training). Its verdicts are enforced
     (``enforcing_stages``), so it holds kept samples and rejections with images, as a real run does.
-    Read it; never write into it."""
+    Made on one torch thread, so a run made with ``OMP_NUM_THREADS=1`` may compare with it byte for
+    byte. Read it; never write into it."""
     out = tmp_path_factory.mktemp("tiny-run")
-    _run_pipeline(sa1b_input, out, executor="local", stages=enforcing_stages)
+    with one_torch_thread():  # the same bytes whichever test asks first (see one_torch_thread)
+        _run_pipeline(sa1b_input, out, executor="local", stages=enforcing_stages)
     return out
+
+
+def stage_status(out: Path, stages: Path | None = None) -> dict:
+    """What ``groundedit status --out out`` shows, computed in this process: stage name ->
+    ``engine.status.StageStatus``, judged against the specs in ``stages`` (default ``stages/``)."""
+    from groundedit.engine.chain import StageChain
+    from groundedit.engine.status import run_status
+    from groundedit.formats.runconfig import RunConfig
+
+    with pytest.MonkeyPatch.context() as mp:
+        if stages is not None:
+            mp.setenv("GROUNDEDIT_STAGES_DIR", str(stages))
+        config = RunConfig.load(out)
+        assert config is not None, f"{out} is not a run folder"
+        return {st.stage: st for st in run_status(StageChain(config))}
+
+
+@pytest.fixture(scope="session")
+def status_of():
+    """``status_of(out, stages=None)``: see :func:`stage_status`."""
+    return stage_status
 
 
 def read_shards(out: Path) -> dict[str, dict[str, bytes]]:

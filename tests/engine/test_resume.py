@@ -1,8 +1,14 @@
-"""Crash safety: SIGKILL at named points, rerun, and compare with an uninterrupted run."""
+"""Crash safety: SIGKILL at named points, rerun, and compare with an uninterrupted run.
+
+A crash point kills the process that reaches it, so each crash is a ``groundedit run`` subprocess;
+the rerun that resumes it runs in this process. Crash points in model-free stages and in the driver
+run on the spine (ingest → select → render → export) against ``spine_reference``; the one in a
+model stage runs the whole chain against ``tiny_run``."""
 
 from __future__ import annotations
 
 import hashlib
+import shutil
 import signal
 
 import pytest
@@ -10,14 +16,15 @@ import pytest
 from groundedit.formats.commits import CommitStore
 from groundedit.formats.manifest import StageSummary
 
+from ..conftest import SPINE, one_torch_thread
+
 pytestmark = pytest.mark.slow
 
-CRASH_POINTS = [
+SPINE_CRASH_POINTS = [
     "ingest:unit-done@2",  # commit written, ticket not yet back
     "select:unit-written@1",  # kept/rejected Parquet renamed, commit not yet written
     "render:artifacts-committed@2",  # artifact tar in place, Parquet files not yet
     "render:unit-done@3",
-    "edit:artifacts-committed@2",  # edited images packed, unit not yet written
     "export:part-written@2",  # a unit's part tar written, its commit not yet
     "export:shard-written@1",  # shard + stats written, next shard not started
     "run:ticket-done@3",  # the driver, between two units
@@ -39,46 +46,63 @@ def _commits(out, stage: str) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((out / "commits" / stage).iterdir())}
 
 
-def _run(cli, input_dir, out, executor="local", env=None, check=True):
+def _crash(cli, input_dir, out, point: str, stages) -> None:
+    """``groundedit run`` with the specs in ``stages``, killed at ``point``."""
     args = ["run", "--stage", "all", "--input", str(input_dir), "--out", str(out), "--profile", "tiny"]
-    # CPU matmuls round differently with different thread counts, and a Ray worker gets one thread
-    # per CPU of its spec: one thread everywhere makes model outputs (edited pixels) byte-comparable
-    # between the local reference and the runs under Ray.
-    return cli(*args, "--executor", executor, env={"OMP_NUM_THREADS": "1", **(env or {})}, check=check)
-
-
-@pytest.fixture(scope="module")
-def reference(sa1b_input, tmp_path_factory, cli, shard_reader):
-    out = tmp_path_factory.mktemp("reference")
-    _run(cli, sa1b_input, out)
-    return out, _fingerprint(shard_reader(out))
-
-
-@pytest.mark.parametrize("point", CRASH_POINTS)
-def test_kill_and_resume_loses_and_duplicates_nothing(
-    point, reference, sa1b_input, tmp_path, cli, shard_reader
-):
-    out = tmp_path / "run"
-    crashed = _run(cli, sa1b_input, out, env={"GROUNDEDIT_CRASH_AT": point}, check=False)
+    # One thread: CPU matmuls round differently with different thread counts, and the reference runs
+    # were made on one (see conftest.one_torch_thread), so model outputs compare byte for byte.
+    env = {"GROUNDEDIT_CRASH_AT": point, "GROUNDEDIT_STAGES_DIR": str(stages), "OMP_NUM_THREADS": "1"}
+    crashed = cli(*args, "--executor", "local", env=env, check=False)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-    _run(cli, sa1b_input, out)
-    assert _fingerprint(shard_reader(out)) == reference[1]
-    ref_shards = sorted(p.name for p in (reference[0] / "shards").iterdir())
+
+
+def _assert_same_output(out, reference, shard_reader) -> None:
+    assert _fingerprint(shard_reader(out)) == _fingerprint(shard_reader(reference))
+    ref_shards = sorted(p.name for p in (reference / "shards").iterdir())
     assert sorted(p.name for p in (out / "shards").iterdir()) == ref_shards
     rejected = _rejected(out)
-    assert rejected == _rejected(reference[0]), "rejected rows neither lost nor duplicated"
+    assert rejected == _rejected(reference), "rejected rows neither lost nor duplicated"
     assert len({k for k, _, _ in rejected}) == len(rejected)
     assert not list(out.rglob(".*.tmp-*")), "no temp files left behind"
 
 
-def test_finished_run_is_a_noop(reference, sa1b_input, cli):
-    out = reference[0]
+@pytest.mark.parametrize("point", SPINE_CRASH_POINTS)
+def test_kill_and_resume_loses_and_duplicates_nothing(
+    point, spine_stages, spine_reference, sa1b_input, tmp_path, cli, run_pipeline, shard_reader
+):
+    out = tmp_path / "run"
+    _crash(cli, sa1b_input, out, point, spine_stages)
+    run_pipeline(sa1b_input, out, stages=spine_stages)
+    _assert_same_output(out, spine_reference, shard_reader)
+
+
+def test_a_kill_in_a_model_stage_resumes_to_the_same_output(
+    enforcing_stages, tiny_run, sa1b_input, tmp_path, cli, run_pipeline, shard_reader
+):
+    """Edited images packed, the unit's rows not yet written: the rerun redoes that unit's edits
+    and the output is byte for byte that of the uninterrupted run."""
+    out = tmp_path / "run"
+    _crash(cli, sa1b_input, out, "edit:artifacts-committed@2", enforcing_stages)
+    with one_torch_thread():
+        run_pipeline(sa1b_input, out, stages=enforcing_stages)
+    _assert_same_output(out, tiny_run, shard_reader)
+
+
+def test_finished_run_is_a_noop(tiny_run, enforcing_stages, sa1b_input, tmp_path, capsys, monkeypatch):
+    """The whole chain, finished, run again from the command line (in this process): nothing is
+    redone or rewritten. On a copy: ``tiny_run`` is shared."""
+    from groundedit.cli import main
+
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted((out / "shards").iterdir())}
-    commits = {s: _commits(out, s) for s in ("ingest", "render", "export")}
+    commits = {s: _commits(out, s) for s in ("ingest", "render", "edit", "export")}
     summaries = {
-        s: StageSummary.load(out, s).model_dump(exclude={"updated_at"}) for s in ("ingest", "render")
+        s: StageSummary.load(out, s).model_dump(exclude={"updated_at"}) for s in ("ingest", "render", "edit")
     }
-    _run(cli, sa1b_input, out)
+    monkeypatch.setenv("GROUNDEDIT_STAGES_DIR", str(enforcing_stages))
+    args = ["run", "--stage", "all", "--input", str(sa1b_input), "--out", str(out), "--profile", "tiny"]
+    assert main([*args, "--executor", "local"]) == 0, capsys.readouterr().err
     after = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted((out / "shards").iterdir())}
     assert after == before, "shards untouched, byte for byte"
     for s, c in commits.items():
@@ -90,36 +114,25 @@ def test_finished_run_is_a_noop(reference, sa1b_input, cli):
         assert StageSummary.load(out, s).units_ran == 0
 
 
-def test_changed_spec_reruns_that_stage_and_later(reference, sa1b_input, tmp_path, cli, shard_reader):
-    import shutil
-
-    from groundedit.specs import stages_dir
-
+def test_changed_spec_reruns_that_stage_and_later(
+    spine_reference, sa1b_input, tmp_path, run_pipeline, status_of, stages_copy, shard_reader
+):
     out = tmp_path / "run"
-    _run(cli, sa1b_input, out)
-    specs = tmp_path / "stages"
-    shutil.copytree(stages_dir(), specs)
-    text = (specs / "render.yaml").read_text().replace("mask_opacity: 0.5", "mask_opacity: 0.8")
-    (specs / "render.yaml").write_text(text)
-    env = {"GROUNDEDIT_STAGES_DIR": str(specs)}
-    status = cli("status", "--out", str(out), env=env).stdout
-    lines = {line.split()[1]: line for line in status.splitlines() if line.startswith("│")}
-    assert "stale" not in lines["ingest"] and "stale" not in lines["select"]
-    assert "stale" in lines["render"] and "stale" in lines["export"]
+    shutil.copytree(spine_reference, out)  # spine_reference is shared
+    edits = {"render": ("mask_opacity: 0.5", "mask_opacity: 0.8")}
+    specs = stages_copy(tmp_path / "stages", order=SPINE, edits=edits)
+    states = {name: st.state for name, st in status_of(out, specs).items()}
+    assert states == {"ingest": "done", "select": "done", "render": "stale", "export": "stale"}
     select_before = _commits(out, "select")
-    _run(cli, sa1b_input, out, env=env)
+    run_pipeline(sa1b_input, out, stages=specs)
     assert _commits(out, "select") == select_before
-    assert "stale" not in cli("status", "--out", str(out), env=env).stdout
+    assert {st.state for st in status_of(out, specs).values()} == {"done"}
     changed = _fingerprint(shard_reader(out))
-    assert changed.keys() == reference[1].keys() and changed != reference[1]
+    reference = _fingerprint(shard_reader(spine_reference))
+    assert changed.keys() == reference.keys() and changed != reference
 
 
 # --- issue 12: what a later stage may trust ------------------------------------------------------
-
-
-def _status_rows(cli, out, stages_dir) -> dict[str, str]:
-    table = cli("status", "--out", str(out), env={"GROUNDEDIT_STAGES_DIR": str(stages_dir)}).stdout
-    return {line.split()[1]: line for line in table.splitlines() if line.startswith("│")}
 
 
 def _tar_members(folder) -> dict[str, bytes]:
@@ -141,7 +154,7 @@ def _forget(out, stage: str, units: list[str]) -> None:
 
 
 def test_a_stage_redone_with_other_bytes_is_not_trusted_downstream(
-    spine_stages, sa1b_input, tmp_path, run_pipeline, cli, shard_reader, monkeypatch, stages_copy
+    spine_stages, sa1b_input, tmp_path, run_pipeline, status_of, shard_reader, monkeypatch, stages_copy
 ):
     """Change render's spec, run render, change it back, run render: with non-deterministic kernels
     render rewrote its tars twice with other bytes, so export must not say 'done' or ship old bytes."""
@@ -159,7 +172,7 @@ def test_a_stage_redone_with_other_bytes_is_not_trusted_downstream(
     run_pipeline(sa1b_input, out, stage="render")
     monkeypatch.setenv("GROUNDEDIT_STAGES_DIR", str(spine_stages))
     run_pipeline(sa1b_input, out, stage="render")
-    assert "stale" in _status_rows(cli, out, spine_stages)["export"]
+    assert status_of(out, spine_stages)["export"].state == "stale"
     run_pipeline(sa1b_input, out)
     rendered = _tar_members(out / "data" / "render")
     exported = shard_reader(out)
@@ -169,7 +182,9 @@ def test_a_stage_redone_with_other_bytes_is_not_trusted_downstream(
             assert members[name] == rendered[f"{key}.{name}"], f"{key}.{name} is not what render holds now"
 
 
-def test_status_propagates_staleness_down_the_chain(spine_stages, tmp_path, run_pipeline, cli, monkeypatch):
+def test_status_propagates_staleness_down_the_chain(
+    spine_stages, tmp_path, run_pipeline, status_of, monkeypatch
+):
     import shutil
 
     from groundedit.fixtures import write_sa1b_fixture
@@ -182,10 +197,10 @@ def test_status_propagates_staleness_down_the_chain(spine_stages, tmp_path, run_
     write_sa1b_fixture(tmp_path / "other", images=4, images_per_tar=2, seed=5)
     shutil.copy(tmp_path / "other" / "sa_000001.tar", inp / "sa_000001.tar")  # same name, other photos
     run_pipeline(inp, out, stage="ingest")
-    rows = _status_rows(cli, out, spine_stages)
-    assert "stale" not in rows["ingest"]
+    states = status_of(out, spine_stages)
+    assert states["ingest"].state == "done"
     for stage in ("select", "render", "export"):
-        assert "stale" in rows[stage], (stage, rows[stage])
+        assert states[stage].state == "stale", (stage, states[stage])
 
 
 def test_export_does_not_depend_on_the_order_units_finished(
