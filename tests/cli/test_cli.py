@@ -23,41 +23,72 @@ from groundedit.formats.runconfig import RunConfig
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _main(args: list[str], capsys) -> tuple[int, list[str]]:
+    """Run the CLI in this process; its exit code and its non-empty stderr lines."""
+    from groundedit.cli import main
+
+    rc = main(args)
+    return rc, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def _tiny(*args: str) -> list[str]:
+    return [*args, "--profile", "tiny", "--executor", "local"]
+
+
 def test_version(cli):
     assert cli("--version").stdout.strip() == f"groundedit {__version__}"
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["run", "--input", "/nonexistent", "--out", "x"], "input /nonexistent does not exist"),
-        (["run", "--bogus"], "No such option: --bogus"),
-        (["run", "--input", ".", "--out", "x", "--stage", "paint"], "unknown stage 'paint'"),
-        (["run", "--input", ".", "--out", "x", "--profile", "huge"], "unknown profile 'huge'"),
-        (["run", "--input", ".", "--out", "x", "--executor", "slurm"], "unknown executor 'slurm'"),
-        (["status", "--out", "/nonexistent"], "is not a run folder"),
-        (["frobnicate"], "No such command 'frobnicate'"),
-        (["report", "--out", "/nonexistent"], "is not a run folder"),
-        (["export", "--out", "/nonexistent", "--format", "hf", "--to", "x"], "is not a run folder"),
-        (["export", "--out", ".", "--format", "tfrecord", "--to", "x"], "unknown format 'tfrecord'"),
-        (
-            ["export", "--out", ".", "--format", "bagel-parquet", "--to", "x", "--layout", "zigzag"],
-            "unknown layout",
-        ),
-        (["eval", "--bench", "/nonexistent", "--no-judge"], "--bench /nonexistent does not exist"),
-        (
-            ["eval", "--bench", ".", "--lpips-backbone", "a.pth"],
-            "needs both --lpips-backbone and --lpips-linear",
-        ),
-        (["eval", "--bench", ".", "--profile", "huge"], "unknown profile 'huge'"),
-    ],
-)
-def test_errors_are_one_line_and_nonzero(cli, args, message, tmp_path):
-    proc = cli(*[a.replace("x", str(tmp_path / "o")) if a == "x" else a for a in args], check=False)
-    assert proc.returncode != 0
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
+ERRORS = [
+    (["run", "--input", "/nonexistent", "--out", "x"], "input /nonexistent does not exist"),
+    (["run", "--bogus"], "No such option: --bogus"),
+    (["run", "--input", ".", "--out", "x", "--stage", "paint"], "unknown stage 'paint'"),
+    (["run", "--input", ".", "--out", "x", "--profile", "huge"], "unknown profile 'huge'"),
+    (["run", "--input", ".", "--out", "x", "--executor", "slurm"], "unknown executor 'slurm'"),
+    (["status", "--out", "/nonexistent"], "is not a run folder"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+    (["report", "--out", "/nonexistent"], "is not a run folder"),
+    (["export", "--out", "/nonexistent", "--format", "hf", "--to", "x"], "is not a run folder"),
+    (["export", "--out", ".", "--format", "tfrecord", "--to", "x"], "unknown format 'tfrecord'"),
+    (
+        ["export", "--out", ".", "--format", "bagel-parquet", "--to", "x", "--layout", "zigzag"],
+        "unknown layout",
+    ),
+    (["eval", "--bench", "/nonexistent", "--no-judge"], "--bench /nonexistent does not exist"),
+    (
+        ["eval", "--bench", ".", "--lpips-backbone", "a.pth"],
+        "needs both --lpips-backbone and --lpips-linear",
+    ),
+    (["eval", "--bench", ".", "--profile", "huge"], "unknown profile 'huge'"),
+]
+
+
+def _one_error_line(stderr: str, message: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
     assert lines[0].startswith("error: ") and message in lines[0]
+
+
+@pytest.mark.parametrize(("args", "message"), ERRORS)
+def test_errors_are_one_line_and_nonzero(args, message, tmp_path, capsys, monkeypatch):
+    from groundedit.cli import main
+
+    monkeypatch.chdir(REPO)
+    assert main([str(tmp_path / "o") if a == "x" else a for a in args]) != 0
+    _one_error_line(capsys.readouterr().err, message)
+
+
+# The first case of each command (and of an unknown one): these also run as a real process.
+FIRST_ERROR_OF_EACH_COMMAND = list({args[0]: (args, message) for args, message in ERRORS[::-1]}.values())
+
+
+@pytest.mark.parametrize(("args", "message"), FIRST_ERROR_OF_EACH_COMMAND)
+def test_errors_of_a_real_process(cli, args, message, tmp_path):
+    """In a fresh interpreter: the exit status, and no line printed by an import that this test
+    process, which has imported everything already, would not show again."""
+    proc = cli(*[str(tmp_path / "o") if a == "x" else a for a in args], check=False)
+    assert proc.returncode != 0
+    _one_error_line(proc.stderr, message)
 
 
 @pytest.mark.parametrize(
@@ -82,47 +113,35 @@ def test_train_and_edit_errors_in_process(args, message, tmp_path, capsys, monke
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
 
 
-def test_single_stage_needs_its_upstream(cli, sa1b_input, tmp_path):
+def test_single_stage_needs_its_upstream(sa1b_input, tmp_path, capsys):
     out = tmp_path / "run"
-    proc = cli(
-        "run",
-        "--stage",
-        "tag",
-        "--input",
-        str(sa1b_input),
-        "--out",
-        str(out),
-        "--profile",
-        "tiny",
-        "--executor",
-        "local",
-        check=False,
+    rc, lines = _main(
+        ["run", *_tiny("--stage", "tag", "--input", str(sa1b_input), "--out", str(out))], capsys
     )
-    assert proc.returncode == 1
-    assert "needs 'ingest' finished" in proc.stderr
+    assert rc == 1
+    assert "needs 'ingest' finished" in "\n".join(lines)
 
 
-@pytest.mark.slow
-def test_stage_by_stage_then_status(cli, sa1b_input, tmp_path):
+def test_stage_by_stage_then_status(sa1b_input, tmp_path, stages_copy, status_of, capsys, monkeypatch):
+    """``--stage`` runs one stage at a time and status follows; then ``all`` finishes the rest. On a
+    short chain with one model stage (tag), in this process: what is checked is the command line."""
+    from groundedit.cli import main
+
+    order = ["ingest", "tag", "select", "render", "export"]
+    monkeypatch.setenv("GROUNDEDIT_STAGES_DIR", str(stages_copy(tmp_path / "stages", order)))
     out = tmp_path / "run"
     common = ["--input", str(sa1b_input), "--out", str(out), "--profile", "tiny", "--executor", "local"]
     for stage in ("ingest", "tag"):
-        cli("run", "--stage", stage, *common)
-    table = cli("status", "--out", str(out)).stdout
-    rows = {line.split()[1]: line for line in table.splitlines() if line.startswith("│")}
-    assert "done" in rows["ingest"] and "done" in rows["tag"]
-    assert "not started" in rows["saliency"] and "not started" in rows["export"]
-    assert "12" in rows["ingest"]
-    cli("run", "--stage", "all", *common)
-    table = cli("status", "--out", str(out)).stdout
-    assert "not started" not in table and "stale" not in table
+        assert main(["run", "--stage", stage, *common]) == 0, capsys.readouterr().err
+    states = status_of(out)
+    assert states["ingest"].state == "done" and states["tag"].state == "done"
+    assert states["select"].state == "not started" and states["export"].state == "not started"
+    assert states["ingest"].rows_in == 12
+    assert main(["run", "--stage", "all", *common]) == 0, capsys.readouterr().err
+    assert {st.state for st in status_of(out).values()} == {"done"}
 
 
 # --- what a new user trips on (issue 9) -----------------------------------------------------------
-
-
-def _tiny(*args: str) -> list[str]:
-    return [*args, "--profile", "tiny", "--executor", "local"]
 
 
 @pytest.mark.slow
@@ -202,11 +221,18 @@ def test_ctrl_c_says_so_exits_130_and_leaves_a_resumable_folder(cli, sa1b_input,
     assert ingest.complete and ingest.rows_in == 12
 
 
-def test_resume_reuses_the_folders_settings_and_refuses_others(cli, sa1b_input, tmp_path):
+def test_resume_reuses_the_folders_settings_and_refuses_others(sa1b_input, tmp_path, capsys):
     out = tmp_path / "run"
-    cli("run", *_tiny("--stage", "ingest", "--input", str(sa1b_input), "--out", str(out), "--seed", "4"))
+    run = ["run", "--out", str(out), "--stage", "ingest", "--executor", "local"]
+    assert (
+        _main(
+            _tiny("run", "--stage", "ingest", "--input", str(sa1b_input), "--out", str(out), "--seed", "4"),
+            capsys,
+        )[0]
+        == 0
+    )
     # no --profile: the folder's 'tiny' is reused (the paper preflight would fail here)
-    cli("run", "--out", str(out), "--stage", "ingest", "--executor", "local")
+    assert _main(run, capsys)[0] == 0
     other = tmp_path / "other"
     write_sa1b_fixture(other, images=2, images_per_tar=2, seed=9)
     for extra, flag in (
@@ -214,109 +240,98 @@ def test_resume_reuses_the_folders_settings_and_refuses_others(cli, sa1b_input, 
         (["--input", str(other)], "--input"),
         (["--seed", "0"], "--seed 4"),
     ):
-        proc = cli("run", "--out", str(out), "--stage", "ingest", "--executor", "local", *extra, check=False)
-        assert proc.returncode == 1 and f"was made with {flag}" in proc.stderr, proc.stderr
-    proc = cli(
-        "run", "--out", str(out), "--stage", "tag", "--input", str(other), "--reconfigure", check=False
+        rc, lines = _main([*run, *extra], capsys)
+        assert rc == 1 and f"was made with {flag}" in "\n".join(lines), lines
+    rc, lines = _main(
+        ["run", "--out", str(out), "--stage", "tag", "--input", str(other), "--reconfigure"], capsys
     )
-    assert proc.returncode == 1 and "read by 'ingest' only" in proc.stderr
+    assert rc == 1 and "read by 'ingest' only" in "\n".join(lines)
     config = RunConfig.load(out)
     assert (config.input, config.profile, config.seed) == (sa1b_input.resolve(), "tiny", 4)
-    cli(
-        "run",
-        "--out",
-        str(out),
-        "--stage",
-        "ingest",
-        "--executor",
-        "local",
-        "--input",
-        str(other),
-        "--reconfigure",
-    )
+    assert _main([*run, "--input", str(other), "--reconfigure"], capsys)[0] == 0
     assert RunConfig.load(out).input == other.resolve()
     assert sum(c.rows_in for c in CommitStore(out).read_all("ingest").values()) == 2
 
 
-def test_empty_input_says_no_images_found_and_writes_nothing(cli, tmp_path):
+def test_empty_input_says_no_images_found_and_writes_nothing(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no photos here")
-    proc = cli("run", *_tiny("--input", str(tmp_path / "empty"), "--out", str(tmp_path / "run")), check=False)
-    assert proc.returncode == 1 and "error: no images found in" in proc.stderr
-    assert not (tmp_path / "run").exists()
-
-
-def test_input_that_is_not_an_image_or_tar_writes_nothing(cli, tmp_path):
-    (tmp_path / "notes.txt").write_text("x")
-    proc = cli(
-        "run", *_tiny("--input", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "run")), check=False
+    rc, lines = _main(
+        ["run", *_tiny("--input", str(tmp_path / "empty"), "--out", str(tmp_path / "run"))], capsys
     )
-    assert proc.returncode == 1 and "neither a .tar shard nor an image" in proc.stderr
+    assert rc == 1 and "error: no images found in" in "\n".join(lines)
     assert not (tmp_path / "run").exists()
 
 
-def test_out_that_is_a_file_is_one_error_line(cli, sa1b_input, tmp_path):
+def test_input_that_is_not_an_image_or_tar_writes_nothing(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("x")
+    rc, lines = _main(
+        ["run", *_tiny("--input", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "run"))], capsys
+    )
+    assert rc == 1 and "neither a .tar shard nor an image" in "\n".join(lines)
+    assert not (tmp_path / "run").exists()
+
+
+def test_out_that_is_a_file_is_one_error_line(sa1b_input, tmp_path, capsys):
     (tmp_path / "f").write_text("x")
-    proc = cli("run", *_tiny("--input", str(sa1b_input), "--out", str(tmp_path / "f")), check=False)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 1 and lines == [
-        "error: --out " + str(tmp_path / "f") + " is a file, not a folder"
-    ]
+    rc, lines = _main(["run", *_tiny("--input", str(sa1b_input), "--out", str(tmp_path / "f"))], capsys)
+    assert rc == 1 and lines == ["error: --out " + str(tmp_path / "f") + " is a file, not a folder"]
 
 
-def test_run_help_lists_the_stages(cli):
-    text = " ".join(cli("run", "--help").stdout.split())
+def test_run_help_lists_the_stages(capsys):
+    from groundedit.cli import main
+
+    assert main(["run", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
     assert "ingest, tag, ground, select, saliency, render, instruct, rewrite, edit, qc, export" in text
 
 
-@pytest.mark.slow
-def test_a_run_that_drops_everything_says_why(cli, tmp_path):
+def test_a_run_that_drops_everything_says_why(tmp_path, capsys):
+    from groundedit.cli import main
+
     d = tmp_path / "bad"
     d.mkdir()
     for i in range(3):
         (d / f"broken{i}.jpg").write_bytes(b"not a jpeg at all")
-    proc = cli("run", *_tiny("--input", str(d), "--out", str(tmp_path / "run")))
-    assert "warning: 0 samples exported; top drop reasons: ingest/" in proc.stderr
-    assert "rejected.parquet" in proc.stderr
-    status = cli("status", "--out", str(tmp_path / "run")).stdout
-    assert "done (0 shards)" in status
+    assert main(["run", *_tiny("--input", str(d), "--out", str(tmp_path / "run"))]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 0 samples exported; top drop reasons: ingest/" in err
+    assert "rejected.parquet" in err
+    assert main(["status", "--out", str(tmp_path / "run")]) == 0
+    assert "done (0 shards)" in capsys.readouterr().out
 
 
 @pytest.mark.slow
-def test_single_image_input_runs_end_to_end(cli, shard_reader, tmp_path):
+def test_single_image_input_runs_end_to_end(shard_reader, tmp_path, capsys):
+    from groundedit.cli import main
+
     rgb, _ = synthetic_photo(np.random.default_rng(1), 160, 120, 3)
     Image.fromarray(rgb).save(tmp_path / "photo.jpg")
     out = tmp_path / "run"
-    cli("run", *_tiny("--input", str(tmp_path / "photo.jpg"), "--out", str(out)))
+    assert main(["run", *_tiny("--input", str(tmp_path / "photo.jpg"), "--out", str(out))]) == 0, (
+        capsys.readouterr().err
+    )
     exported = list(shard_reader(out))
     rejected = pq.read_table(out / "rejected.parquet").column("key").to_pylist()
     assert exported + rejected == ["photo"]
 
 
 @pytest.mark.slow
-def test_report_export_and_eval_from_the_command_line(cli, tiny_run, tmp_path):
-    out = cli("report", "--out", str(tiny_run), "--to", str(tmp_path / "report")).stderr
-    assert "report: " in out and (tmp_path / "report" / "index.html").is_file()
-    out = cli(
-        "export", "--out", str(tiny_run), "--format", "bagel-parquet", "--to", str(tmp_path / "bp")
-    ).stderr
-    assert "edit " in out and "chain " in out and (tmp_path / "bp" / "dataset_info.json").is_file()
-    proc = cli("eval", "--bench", str(tiny_run), "--no-judge", "--to", str(tmp_path / "eval"))
-    assert "overall" in proc.stdout and (tmp_path / "eval" / "summary.csv").is_file()
-    proc = cli("export", "--out", str(tiny_run), "--format", "hf", "--to", str(tmp_path / "bp"), check=False)
-    assert (
-        proc.returncode == 1
-        and proc.stderr.startswith("error: --to")
-        and "not an empty folder" in proc.stderr
-    )
-
-
-def _main(args: list[str], capsys) -> tuple[int, list[str]]:
-    """Run the CLI in this process; its exit code and its non-empty stderr lines."""
+def test_report_export_and_eval_from_the_command_line(tiny_run, tmp_path, capsys):
     from groundedit.cli import main
 
-    rc = main(args)
-    return rc, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert main(["report", "--out", str(tiny_run), "--to", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().err
+    assert "report: " in out and (tmp_path / "report" / "index.html").is_file()
+    bagel = ["export", "--out", str(tiny_run), "--format", "bagel-parquet", "--to", str(tmp_path / "bp")]
+    assert main(bagel) == 0
+    out = capsys.readouterr().err
+    assert "edit " in out and "chain " in out and (tmp_path / "bp" / "dataset_info.json").is_file()
+    assert main(["eval", "--bench", str(tiny_run), "--no-judge", "--to", str(tmp_path / "eval")]) == 0
+    assert "overall" in capsys.readouterr().out and (tmp_path / "eval" / "summary.csv").is_file()
+    assert main(["export", "--out", str(tiny_run), "--format", "hf", "--to", str(tmp_path / "bp")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --to") and "not an empty folder" in err
 
 
 def test_out_must_be_new_empty_or_a_run_folder_unless_forced(tmp_path, capsys):
@@ -396,11 +411,15 @@ def test_every_option_of_every_command_says_what_it_takes():
     assert {"fixture", "train", "eval"} <= set(root.commands) and checked > 50
 
 
-def test_fixture_and_train_help_in_the_terminal(cli):
-    fixture = cli("fixture", "--help").stdout
+def test_fixture_and_train_help_in_the_terminal(capsys):
+    from groundedit.cli import main
+
+    assert main(["fixture", "--help"]) == 0
+    fixture = capsys.readouterr().out
     for flag in ("--out DIR", "--images N", "--images-per-tar N", "--width PX", "--height PX", "--seed N"):
         assert flag in fixture, fixture
-    assert "--data [KIND:]PATH[=WEIGHT]" in cli("train", "--help").stdout
+    assert main(["train", "--help"]) == 0
+    assert "--data [KIND:]PATH[=WEIGHT]" in capsys.readouterr().out
 
 
 def _jsonl_bench(folder: Path) -> Path:
@@ -449,12 +468,16 @@ def test_eval_of_a_run_folder_judges_with_its_profile_and_writes_into_it(
     assert "judge model missing" in capsys.readouterr().err, "an explicit --profile wins over the run's"
 
 
-def test_status_counts_done_units_per_node(cli, spine_reference, spine_stages):
-    """A local run's units were all done on this machine, named by its host name."""
+def test_status_counts_done_units_per_node(spine_reference, spine_stages, capsys, monkeypatch):
+    """A local run's units were all done on this machine, named by its host name: the table
+    ``groundedit status`` prints (the other status tests check ``run_status`` itself)."""
     import socket
 
-    env = {"GROUNDEDIT_STAGES_DIR": str(spine_stages)}
-    table = cli("status", "--out", str(spine_reference), env=env).stdout
+    from groundedit.cli import main
+
+    monkeypatch.setenv("GROUNDEDIT_STAGES_DIR", str(spine_stages))
+    assert main(["status", "--out", str(spine_reference)]) == 0
+    table = capsys.readouterr().out
     assert "done units per node" in table
     (row,) = [line for line in table.splitlines() if line.startswith("│") and socket.gethostname() in line]
     assert [cell.strip() for cell in row.split("│")[2:-1]] == ["4", "4", "4", "4"]
