@@ -352,6 +352,22 @@ def tiny_run(sa1b_input, tmp_path_factory, enforcing_stages) -> Path:
     return out
 
 
+def stage_rows(out: Path, stage: str) -> list:
+    """The samples ``stage`` kept in the run folder ``out`` (``records.Sample``), in unit order."""
+    from groundedit.formats.storage import read_rows
+    from groundedit.records import Sample
+
+    return [s for p in sorted((out / "data" / stage).glob("*-?????.parquet")) for s in read_rows(p, Sample)]
+
+
+@pytest.fixture(scope="session")
+def tiny_run_rows(tiny_run):
+    """``tiny_run_rows(stage)``: the samples ``stage`` kept in ``tiny_run``, for tests of one stage
+    that need its upstream's output (instead of running the stages before it again). Up to select,
+    ``tiny_run`` is what the default tiny specs make: its enforced verdicts come later."""
+    return lambda stage: stage_rows(tiny_run, stage)
+
+
 def stage_status(out: Path, stages: Path | None = None) -> dict:
     """What ``groundedit status --out out`` shows, computed in this process: stage name ->
     ``engine.status.StageStatus``, judged against the specs in ``stages`` (default ``stages/``)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from groundedit import doctor
 from groundedit.models import hub
@@ -89,10 +90,15 @@ def test_vllm_is_missing_only_where_a_stage_needs_it(monkeypatch):
     assert doctor.vllm_finding([]).level == "info"
 
 
-def test_doctor_command_exits_1_and_prints_the_fixes(cli, tmp_path):
-    proc = cli("doctor", "--profile", "paper", check=False, env={"HF_HUB_CACHE": str(tmp_path)})
-    assert proc.returncode == 1, proc.stderr
-    assert "get it: hf download Qwen/Qwen2.5-VL-72B-Instruct" in proc.stdout
-    assert proc.stdout.rstrip().endswith("problem(s): see WARN / MISS lines")
-    tiny = cli("doctor", "--profile", "tiny", check=False, env={"HF_HUB_CACHE": str(tmp_path)})
-    assert tiny.returncode == 0 and tiny.stdout.rstrip().endswith("ready"), tiny.stdout
+def test_doctor_command_exits_1_and_prints_the_fixes(hf_cache, capsys, monkeypatch):
+    """The command in this process, with an empty Hugging Face cache (``hf_cache``)."""
+    from groundedit.cli import main
+
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    assert main(["doctor", "--profile", "paper"]) == 1, capsys.readouterr().err
+    stdout = capsys.readouterr().out
+    assert "get it: hf download Qwen/Qwen2.5-VL-72B-Instruct" in stdout
+    assert stdout.rstrip().endswith("problem(s): see WARN / MISS lines")
+    rc = main(["doctor", "--profile", "tiny"])
+    stdout = capsys.readouterr().out
+    assert rc == 0 and stdout.rstrip().endswith("ready"), stdout

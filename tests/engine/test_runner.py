@@ -42,18 +42,18 @@ def test_a_raising_sample_is_rejected_and_the_rest_kept(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_new_input_adds_units_without_redoing_old_ones(tmp_path, run_pipeline, shard_reader):
+def test_new_input_adds_units_without_redoing_old_ones(tmp_path, run_pipeline, spine_stages):
     from groundedit.fixtures import write_sa1b_fixture
     from groundedit.formats.commits import CommitStore
 
     inp = tmp_path / "in"
     write_sa1b_fixture(inp, images=6, images_per_tar=6, seed=1)
     out = tmp_path / "run"
-    run_pipeline(inp, out)
+    run_pipeline(inp, out, stages=spine_stages)
     before = CommitStore(out).read_all("render")
     write_sa1b_fixture(tmp_path / "more", images=12, images_per_tar=6, seed=2)
     (tmp_path / "more" / "sa_000001.tar").rename(inp / "sa_000001.tar")
-    summary = run_pipeline(inp, out)
+    summary = run_pipeline(inp, out, stages=spine_stages)
     after = CommitStore(out).read_all("render")
     assert summary["render"]["ran"] == len(after) - len(before) > 0
     assert all(after[u] == r for u, r in before.items())

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_unit_that_keeps_failing_is_quarantined_and_retried_next_run(
-    spine_stages, sa1b_input, tmp_path, run_pipeline, shard_reader, monkeypatch, cli
+    spine_stages, sa1b_input, tmp_path, run_pipeline, shard_reader, monkeypatch, status_of
 ):
     import groundedit.stages.render as render
 
@@ -37,8 +37,8 @@ def test_a_unit_that_keeps_failing_is_quarantined_and_retried_next_run(
     assert failure.attempts == 2 and "KeyError" in failure.error
     exported = shard_reader(out)
     assert "sa_5" not in exported and len(exported) == 10
-    status = cli("status", "--out", str(out), env={"GROUNDEDIT_STAGES_DIR": str(spine_stages)}).stdout
-    assert "1 failed" in status
+    shown = status_of(out, spine_stages)["render"]
+    assert shown.quarantined == 1 and "1 failed" in shown.detail
     monkeypatch.setattr(render.RenderStage, "_render", real)  # the bug is fixed
     summary = run_pipeline(sa1b_input, out)
     assert summary["render"]["ran"] == 1 and not summary["render"]["quarantined"]

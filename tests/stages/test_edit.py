@@ -6,25 +6,19 @@ import numpy as np
 import pytest
 
 from groundedit.formats.runconfig import RunConfig
-from groundedit.formats.storage import read_rows
 from groundedit.formats.tar import ArtifactPack
 from groundedit.image.editing import crop_window, dilate
 from groundedit.records import Instructions, Sample
-from groundedit.specs import load_pipeline, load_spec
+from groundedit.specs import load_spec
 from groundedit.stages import UnitIO
 from groundedit.stages.edit import EditStage
 
 
 @pytest.fixture(scope="module")
-def selected(sa1b_input, tmp_path_factory, run_pipeline):
-    out = tmp_path_factory.mktemp("edit")
-    order = load_pipeline()
-    for stage in order[: order.index("select") + 1]:
-        run_pipeline(sa1b_input, out, stage=stage)
-    samples = [
-        s for p in sorted((out / "data" / "select").glob("*-?????.parquet")) for s in read_rows(p, Sample)
-    ]
-    return out, samples[:6]
+def selected(tiny_run_rows, tmp_path_factory):
+    """A run folder for the stage (empty: the tests give each batch its own artifact pack) and six
+    samples as select made them."""
+    return tmp_path_factory.mktemp("edit"), tiny_run_rows("select")[:6]
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +118,7 @@ def test_preflight_names_the_files_missing_from_a_local_bagel_folder(tmp_path):
 
 
 def test_edited_jpg_is_the_full_encode_whether_spliced_into_src_jpg_or_not(
-    stage, tiny_run, tmp_path, monkeypatch
+    stage, tiny_run, tiny_run_rows, tmp_path, monkeypatch
 ):
     """edited.jpg re-encodes only the rows the edit window crosses, spliced into the render stage's
     src.jpg: the bytes must be those of a full encode of the edited image, and a sample without a
@@ -136,11 +130,7 @@ def test_edited_jpg_is_the_full_encode_whether_spliced_into_src_jpg_or_not(
     from groundedit.formats.tar import read_blob
     from groundedit.image.pixels import source_image
 
-    rendered = [
-        s
-        for p in sorted((tiny_run / "data" / "render").glob("*-?????.parquet"))
-        for s in read_rows(p, Sample)
-    ]
+    rendered = tiny_run_rows("render")
     batch = [_as(s, t) for s, t in zip(rendered[:2], ["color change", "remove"], strict=True)]
     lenient = EditStage(
         stage.spec.model_copy(

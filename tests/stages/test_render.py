@@ -8,25 +8,18 @@ import numpy as np
 from PIL import Image
 
 from groundedit.formats.runconfig import RunConfig
-from groundedit.formats.storage import read_rows
 from groundedit.formats.tar import ArtifactPack, read_blob
 from groundedit.image import masks
 from groundedit.image.codec import encode_jpeg
 from groundedit.image.overlay import draw_grounding
 from groundedit.image.pixels import source_image
-from groundedit.records import Sample
 from groundedit.specs import load_spec
 from groundedit.stages import UnitIO
 from groundedit.stages.render import RenderStage
 
 
-def test_grounded_jpg_is_the_full_encode_of_the_grounding_image(tiny_run, tmp_path):
-    samples = [
-        s
-        for p in sorted((tiny_run / "data" / "select").glob("*-?????.parquet"))
-        for s in read_rows(p, Sample)
-    ]
-    samples = [s for s in samples if s.rejection is None][:4]
+def test_grounded_jpg_is_the_full_encode_of_the_grounding_image(tiny_run_rows, tmp_path):
+    samples = [s for s in tiny_run_rows("select") if s.rejection is None][:4]
     assert samples
     stage = RenderStage(load_spec("render", "tiny"), RunConfig(out=tmp_path, input=tmp_path, profile="tiny"))
     pack = ArtifactPack(tmp_path, "render.tar")

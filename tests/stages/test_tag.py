@@ -20,15 +20,8 @@ RAM_FILE = "ram_plus_swin_large_14m.pth"
 
 
 @pytest.fixture(scope="module")
-def ingested_samples(sa1b_input, tmp_path_factory, run_pipeline):
-    from groundedit.formats.storage import read_rows
-    from groundedit.records import Sample
-
-    out = tmp_path_factory.mktemp("tag-paper")
-    run_pipeline(sa1b_input, out, stage="ingest")
-    return [
-        s for p in sorted((out / "data" / "ingest").glob("*-?????.parquet")) for s in read_rows(p, Sample)
-    ]
+def ingested_samples(tiny_run_rows):
+    return tiny_run_rows("ingest")
 
 
 def _paper_stage(tmp_path, **params) -> TagStage:

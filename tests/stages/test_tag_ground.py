@@ -5,21 +5,15 @@ from __future__ import annotations
 import pytest
 
 from groundedit.formats.runconfig import RunConfig
-from groundedit.formats.storage import read_rows
 from groundedit.image import masks
-from groundedit.records import Sample
 from groundedit.specs import load_spec
 from groundedit.stages.ground import GroundStage
 from groundedit.stages.tag import TagStage
 
 
 @pytest.fixture(scope="module")
-def ingested(sa1b_input, tmp_path_factory, run_pipeline):
-    out = tmp_path_factory.mktemp("perception")
-    run_pipeline(sa1b_input, out, stage="ingest")
-    return out, [
-        s for p in sorted((out / "data" / "ingest").glob("*-?????.parquet")) for s in read_rows(p, Sample)
-    ][:6]
+def ingested(tiny_run_rows, tmp_path_factory):
+    return tmp_path_factory.mktemp("perception"), tiny_run_rows("ingest")[:6]
 
 
 def _stage(cls, out, **params):

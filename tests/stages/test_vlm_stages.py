@@ -11,9 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from groundedit.formats.runconfig import RunConfig
-from groundedit.formats.storage import read_rows
 from groundedit.models.chat import load_prompt
-from groundedit.records import Sample
 from groundedit.specs import load_spec, stages_dir
 from groundedit.stages.instruct import InstructStage, draw_edit_type
 from groundedit.stages.qc import QcStage
@@ -57,17 +55,9 @@ class ScriptedBackend:
 
 
 @pytest.fixture(scope="module")
-def selected(sa1b_input, tmp_path_factory, run_pipeline):
-    out = tmp_path_factory.mktemp("vlm")
-    from groundedit.specs import load_pipeline
-
-    order = load_pipeline()
-    for stage in order[: order.index("select") + 1]:
-        run_pipeline(sa1b_input, out, stage=stage)
-    samples = [
-        s for p in sorted((out / "data" / "select").glob("*-?????.parquet")) for s in read_rows(p, Sample)
-    ]
-    return out, samples
+def selected(tiny_run_rows, tmp_path_factory):
+    """A run folder for the stages (the QC test packs its images there) and the samples select made."""
+    return tmp_path_factory.mktemp("vlm"), tiny_run_rows("select")
 
 
 def _stage(cls, out, backend, **params):
