@@ -29,6 +29,7 @@ from groundedit.faults import crash_point
 from groundedit.formats.commits import CommitStore, RejectedPart, UnitCommit, UnitFailure
 from groundedit.formats.manifest import digest
 from groundedit.formats.runconfig import RunConfig
+from groundedit.formats.runfolder import producer_of
 from groundedit.formats.tar import BlobChanged
 from groundedit.specs import StageSpec
 from groundedit.stages.base import SinkStage, SourceStage
@@ -170,8 +171,7 @@ class StageWorker:
     def _invalidate_producer(self, e: BlobChanged, unit: str) -> None:
         """Forget the commit of the stage that made the changed bytes, so the next run redoes it
         (input files: the source stage; ``data/<stage>/...``: that stage)."""
-        parts = Path(e.ref.path).parts
-        producer = parts[1] if len(parts) >= 3 and parts[0] == "data" else None
+        producer = producer_of(e.ref.path)
         if producer is None and not Path(e.ref.path).is_absolute():
             return
         self.commits.remove(producer or self.job.source, unit)
