@@ -26,8 +26,7 @@ from groundedit.engine.planning import PlanReader
 from groundedit.engine.runner import Unit, run_sink_unit, run_unit, setup_stage
 from groundedit.engine.tickets import Outcome, Ticket
 from groundedit.faults import crash_point
-from groundedit.formats.commits import CommitStore, RejectedPart, UnitCommit, UnitFailure
-from groundedit.formats.manifest import digest
+from groundedit.formats.commits import CommitStore, RejectedPart, UnitCommit, UnitFailure, sink_input
 from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.runfolder import producer_of
 from groundedit.formats.tar import BlobChanged
@@ -103,11 +102,10 @@ class StageWorker:
             return None
         if not job.earlier:
             return up.output_fingerprint, [up]
-        # the sink takes every stage's rejected rows for the unit: its input is all of their outputs
         ups = [self.commits.read(s, ticket.unit) for s in job.earlier]
         if any(c is None for c in ups):
             return None
-        return digest([(c.stage, c.output_fingerprint) for c in ups]), ups
+        return sink_input(ups), ups
 
     def _run(self, ticket: Ticket, fingerprint: str, upstream: list[UnitCommit]) -> Outcome:
         job, unit = self.job, ticket.unit

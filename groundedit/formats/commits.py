@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from groundedit.formats.manifest import atomic_write_bytes
+from groundedit.formats.manifest import atomic_write_bytes, digest
 from groundedit.formats.runfolder import COMMIT, FAILURE, RunFolder
 
 
@@ -105,6 +105,12 @@ class UnitCommit(_Record):
         return self.chain_hash == chain_hash and self.input_fingerprint == input_fingerprint
 
 
+def sink_input(earlier: list[UnitCommit]) -> str:
+    """The input fingerprint of a unit at the sink: it takes every earlier stage's rows (kept and
+    rejected), so its input is all of their outputs."""
+    return digest([(c.stage, c.output_fingerprint) for c in earlier])
+
+
 class UnitFailure(_Record):
     """Attempts at a unit in one run, and the last error (a quarantined unit's reason)."""
 
@@ -150,10 +156,7 @@ class CommitStore:
         self.folder = RunFolder(out)
 
     def read(self, stage: str, unit: str) -> UnitCommit | None:
-        try:
-            return UnitCommit.model_validate_json(self.folder.commit(stage, unit).read_bytes())
-        except FileNotFoundError:
-            return None
+        return _load(UnitCommit, self.folder.commit(stage, unit))
 
     def write(self, commit: UnitCommit) -> UnitCommit:
         stamp = {"committed_ns": time.time_ns(), "worker": worker_name(), "node": node_name()}
@@ -165,10 +168,7 @@ class CommitStore:
         self.folder.commit(stage, unit).unlink(missing_ok=True)
 
     def read_failure(self, stage: str, unit: str) -> UnitFailure | None:
-        try:
-            return UnitFailure.model_validate_json(self.folder.failure(stage, unit).read_bytes())
-        except FileNotFoundError:
-            return None
+        return _load(UnitFailure, self.folder.failure(stage, unit))
 
     def write_failure(self, failure: UnitFailure) -> None:
         failure = failure.model_copy(update={"updated_ns": time.time_ns()})
@@ -201,3 +201,10 @@ class CommitStore:
     def forget(self, stage: str, unit: str) -> None:
         self.remove(stage, unit)
         self.remove_failure(stage, unit)
+
+
+def _load(model, path: Path):
+    try:
+        return model.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        return None

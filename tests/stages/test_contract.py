@@ -145,9 +145,10 @@ def test_a_wrong_declaration_is_found(tiny_run, tmp_path):
         writes = (*SelectStage.writes, "tags")
 
     assert any("rejects" in v or "otherwise" in v for v in violations(ForgetsCandidates, tiny_run, tmp_path))
-    assert violations(ClaimsTags, tiny_run, tmp_path) == [
+    found = violations(ClaimsTags, tiny_run, tmp_path)
+    assert {
         f"select declares it writes tags, and left it as it was in {k}" for k in _keys(tiny_run, "select")
-    ]
+    } <= set(found)
 
 
 def _keys(run, name: str) -> list[str]:
