@@ -32,6 +32,8 @@ class RenderParams(BaseModel):
 class RenderStage(Stage):
     name = "render"
     Params = RenderParams
+    reads = ("key", "source", "target")
+    writes = ("artifacts.src.jpg", "artifacts.grounded.jpg", "artifacts.mask.png")
 
     def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
         out = []
