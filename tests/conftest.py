@@ -21,6 +21,14 @@ from groundedit.fixtures import annotation_json, jpeg_bytes, synthetic_photo, wr
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config):
+    """Torch on one thread in the test process and every process it starts (CLI subprocesses, Ray
+    workers), set before anything imports torch: the tiny models' ops on a 2-vCPU VM are dominated by
+    thread hand-offs (a whole tiny run is ~5x faster on one thread), and CPU matmuls round differently
+    with different thread counts, so runs made anywhere in the suite compare byte for byte."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory):
     """Tiny models are built once per test session, into a session folder (not ~/.cache)."""
@@ -354,10 +362,11 @@ def tiny_run(sa1b_input, tmp_path_factory, enforcing_stages) -> Path:
 
 def stage_rows(out: Path, stage: str) -> list:
     """The samples ``stage`` kept in the run folder ``out`` (``records.Sample``), in unit order."""
+    from groundedit.formats.runfolder import RunFolder
     from groundedit.formats.storage import read_rows
     from groundedit.records import Sample
 
-    return [s for p in sorted((out / "data" / stage).glob("*-?????.parquet")) for s in read_rows(p, Sample)]
+    return [s for p in sorted(RunFolder(out).data(stage).glob("*-?????.parquet")) for s in read_rows(p, Sample)]
 
 
 @pytest.fixture(scope="session")
