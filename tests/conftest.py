@@ -366,7 +366,9 @@ def stage_rows(out: Path, stage: str) -> list:
     from groundedit.formats.storage import read_rows
     from groundedit.records import Sample
 
-    return [s for p in sorted(RunFolder(out).data(stage).glob("*-?????.parquet")) for s in read_rows(p, Sample)]
+    return [
+        s for p in sorted(RunFolder(out).data(stage).glob("*-?????.parquet")) for s in read_rows(p, Sample)
+    ]
 
 
 @pytest.fixture(scope="session")
