@@ -93,6 +93,26 @@ def sa1b_input(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture(scope="session")
+def plain_folder(sa1b_input, tmp_path_factory) -> Path:
+    """The fixture's photos as a plain image folder: no annotations at all."""
+    d = tmp_path_factory.mktemp("plain")
+    for shard in sorted(sa1b_input.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for m in tar:
+                if m.name.endswith(".jpg"):
+                    (d / m.name.replace("sa_", "photo-")).write_bytes(tar.extractfile(m).read())
+    return d
+
+
+def assert_candidates_from_tag_and_ground(doc: dict) -> None:
+    """An exported record (its ``json`` member) of a plain photo: its target came from tag and ground."""
+    assert doc["source"]["dataset"] == "images"
+    assert doc["target"]["candidate_source"] == "grounded-sam"
+    assert doc["target"]["label"] in doc["tags"]
+    assert len(doc["tags_zh"]) == len(doc["tags"]) and all(doc["tags_zh"]), "tiny RAM++ has Chinese names"
+
+
 def _default_sigint() -> None:
     import signal
 

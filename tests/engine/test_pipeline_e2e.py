@@ -15,6 +15,8 @@ from groundedit.image.editing import crop_window
 from groundedit.records import EDIT_TYPES, ExportRecord
 from groundedit.specs import load_pipeline, load_spec
 
+from ..conftest import assert_candidates_from_tag_and_ground
+
 pytestmark = pytest.mark.slow
 
 
@@ -198,45 +200,15 @@ def test_rejected_sidecar_accounts_for_every_input(runs, sa1b_input, shard_reade
         assert r["stage"] and r["reason"]
 
 
-@pytest.fixture(scope="module")
-def plain_folder(sa1b_input, tmp_path_factory):
-    """The fixture's photos as a plain image folder: no annotations at all."""
-    import tarfile
-
-    d = tmp_path_factory.mktemp("plain")
-    for shard in sorted(sa1b_input.glob("*.tar")):
-        with tarfile.open(shard) as tar:
-            for m in tar:
-                if m.name.endswith(".jpg"):
-                    (d / m.name.replace("sa_", "photo-")).write_bytes(tar.extractfile(m).read())
-    return d
-
-
-@pytest.fixture(scope="module")
-def plain_local_run(plain_folder, tmp_path_factory, run_pipeline):
-    out = tmp_path_factory.mktemp("plain-run-local")
+def test_plain_images_get_candidates_from_tag_and_ground(plain_folder, tmp_path, run_pipeline, shard_reader):
+    """The local executor; under Ray, tests/engine/executors/test_ray.py's prompt test runs plain
+    photos through tag and ground and checks the same."""
+    out = tmp_path / "run"
     run_pipeline(plain_folder, out, executor="local")
-    return out
-
-
-@pytest.mark.parametrize("executor", ["local", "ray"])
-def test_plain_images_get_candidates_from_tag_and_ground(
-    plain_folder, tmp_path, run_pipeline, shard_reader, executor, request
-):
-    if executor == "local":
-        out = request.getfixturevalue("plain_local_run")
-    else:
-        request.getfixturevalue("ray_cluster")
-        out = tmp_path / "run"
-        run_pipeline(plain_folder, out, executor=executor)
     samples = shard_reader(out)
     assert samples, "plain photos reach the shards"
     for members in samples.values():
-        doc = json.loads(members["json"])
-        assert doc["source"]["dataset"] == "images"
-        assert doc["target"]["candidate_source"] == "grounded-sam"
-        assert doc["target"]["label"] in doc["tags"]
-        assert len(doc["tags_zh"]) == len(doc["tags"]) and all(doc["tags_zh"]), "tiny RAM++ has Chinese names"
+        assert_candidates_from_tag_and_ground(json.loads(members["json"]))
 
 
 @pytest.mark.parametrize("executor", ["local", "ray"])

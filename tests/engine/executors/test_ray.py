@@ -8,14 +8,17 @@ import shutil
 
 import pytest
 
+from ...conftest import assert_candidates_from_tag_and_ground
+
 
 @pytest.mark.slow
 def test_workers_use_the_drivers_prompts_and_relative_model_paths(
-    ray_cluster, sa1b_input, tmp_path, run_pipeline, shard_reader, stages_copy, monkeypatch
+    ray_cluster, plain_folder, tmp_path, run_pipeline, shard_reader, stages_copy, monkeypatch
 ):
     """The Ray cluster was started before these settings existed, so its workers can only know
     them from the driver: a prompt folder named by GROUNDEDIT_PROMPTS_DIR and a model path relative
-    to the driver's working directory."""
+    to the driver's working directory. The input is plain photos, so the same run shows tag and
+    ground giving them their candidates in Ray workers."""
     from groundedit.models.hub import resolve
     from groundedit.specs import prompts_dir
 
@@ -27,21 +30,23 @@ def test_workers_use_the_drivers_prompts_and_relative_model_paths(
     shutil.copytree(resolve("tiny://qwen2_5_vl"), work / "models" / "vlm")
     specs = stages_copy(
         tmp_path / "stages",
-        order=["ingest", "select", "saliency", "render", "export"],
+        order=["ingest", "tag", "ground", "select", "saliency", "render", "export"],
         edits={"saliency": ('models: {vlm: "tiny://qwen2_5_vl"}', "models: {vlm: models/vlm}")},
     )
     monkeypatch.setenv("GROUNDEDIT_STAGES_DIR", str(specs))
     monkeypatch.setenv("GROUNDEDIT_PROMPTS_DIR", str(prompts))
     monkeypatch.chdir(work)
     out = tmp_path / "run"
-    run_pipeline(sa1b_input, out, executor="ray")
+    run_pipeline(plain_folder, out, executor="ray")
     want = hashlib.sha256(text.encode()).hexdigest()[:16]
     exported = shard_reader(out)
-    assert exported
+    assert exported, "plain photos reach the shards"
     for members in exported.values():
-        (saliency,) = [p for p in json.loads(members["json"])["provenance"] if p["stage"] == "saliency"]
+        doc = json.loads(members["json"])
+        (saliency,) = [p for p in doc["provenance"] if p["stage"] == "saliency"]
         assert saliency["prompt_hash"] == want
         assert saliency["models"] == ["models/vlm"]
+        assert_candidates_from_tag_and_ground(doc)
 
 
 @pytest.mark.parametrize("executor", ["local", "ray"])
