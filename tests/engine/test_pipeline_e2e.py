@@ -200,12 +200,17 @@ def test_rejected_sidecar_accounts_for_every_input(runs, sa1b_input, shard_reade
         assert r["stage"] and r["reason"]
 
 
-def test_plain_images_get_candidates_from_tag_and_ground(plain_folder, tmp_path, run_pipeline, shard_reader):
+@pytest.fixture(scope="module")
+def plain_local_run(plain_folder, tmp_path_factory, run_pipeline):
+    out = tmp_path_factory.mktemp("plain-run-local")
+    run_pipeline(plain_folder, out, executor="local")
+    return out
+
+
+def test_plain_images_get_candidates_from_tag_and_ground(plain_local_run, shard_reader):
     """The local executor; under Ray, tests/engine/executors/test_ray.py's prompt test runs plain
     photos through tag and ground and checks the same."""
-    out = tmp_path / "run"
-    run_pipeline(plain_folder, out, executor="local")
-    samples = shard_reader(out)
+    samples = shard_reader(plain_local_run)
     assert samples, "plain photos reach the shards"
     for members in samples.values():
         assert_candidates_from_tag_and_ground(json.loads(members["json"]))
