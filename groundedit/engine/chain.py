@@ -17,12 +17,12 @@ from groundedit.stages import STAGES, RunContext, SinkStage, SourceStage, Stage
 class StageChain:
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
-        self.order = load_pipeline()
+        self.order = load_pipeline(recipe=ctx.recipe)
         self.specs: dict[str, StageSpec] = {}
         self.classes: dict[str, type] = {}
         for name in self.order:
             if name not in STAGES:
-                raise SpecError(f"stages/pipeline.yaml names unknown stage '{name}'")
+                raise SpecError(f"the {ctx.recipe} recipe's pipeline file names unknown stage '{name}'")
             spec = load_spec(name, ctx.profile)
             try:
                 STAGES[name].Params.model_validate(spec.params)

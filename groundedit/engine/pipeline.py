@@ -146,7 +146,15 @@ class Pipeline:
             except ResourceError as e:
                 raise PipelineError(str(e)) from None
             self._check_storage()
-            RunInfo(input=str(c.input), profile=c.profile, seed=c.seed, limit=c.limit).save(c.out)
+            RunInfo(
+                input=str(c.input),
+                profile=c.profile,
+                seed=c.seed,
+                limit=c.limit,
+                recipe=c.recipe,
+                input_kind=c.input_kind,
+                columns=c.columns,
+            ).save(c.out)
             self._clean_temp(names)
             if planned is not None:
                 self._write_plan(planned)
@@ -195,6 +203,8 @@ class Pipeline:
         stage = self.chain.classes[name](self.chain.specs[name], self.ctx)
         units = SourcePlanner(stage, self.chain.hashes[name], self.commits).units()
         first = next(units, None)
+        if first is None and self.ctx.recipe == "pairs":
+            raise PipelineError(f"no edit pairs found in {self.ctx.input}")
         if first is None:
             raise PipelineError(
                 f"no images found in {self.ctx.input} (looked for SA-1B sa_*.tar shards and "

@@ -1,4 +1,5 @@
-"""A run folder remembers how it was made: ``manifests/run.json`` (input, profile, seed, limit).
+"""A run folder remembers how it was made: ``manifests/run.json`` (input, recipe and how its input is
+read, profile, seed, limit).
 
 Resuming reuses those settings, so ``groundedit run --out runs/x`` alone continues a run. Asking an
 existing folder for a different input, profile or seed is refused unless ``reconfigure`` is set
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from groundedit.formats.manifest import RunInfo
 from groundedit.formats.runfolder import is_run_folder
-from groundedit.specs import DEFAULT_PROFILE
+from groundedit.specs import DEFAULT_PROFILE, DEFAULT_RECIPE
 
 
 class SettingsError(ValueError):
@@ -32,6 +33,9 @@ def resolve_settings(
     stage: str,
     source_stage: str,
     reconfigure: bool = False,
+    recipe: str | None = None,
+    input_kind: str | None = None,
+    columns: dict[str, str] | None = None,
 ) -> RunInfo:
     """The settings this run uses: the folder's own, overridden by what was asked (``None`` = not
     asked; ``limit=0`` = no limit)."""
@@ -41,13 +45,26 @@ def resolve_settings(
         if new_input is None:
             raise SettingsError(f"{out} is not a run folder yet: --input is required")
         return RunInfo(
-            input=new_input, profile=profile or DEFAULT_PROFILE, seed=seed or 0, limit=limit or None
+            input=new_input,
+            profile=profile or DEFAULT_PROFILE,
+            seed=seed or 0,
+            limit=limit or None,
+            recipe=recipe or DEFAULT_RECIPE,
+            input_kind=input_kind,
+            columns=columns or {},
         )
-    asked = {"input": new_input, "profile": profile, "seed": seed}
+    asked = {
+        "input": new_input,
+        "profile": profile,
+        "seed": seed,
+        "recipe": recipe,
+        "input_kind": input_kind,
+        "columns": columns or None,
+    }
     changed = {k: v for k, v in asked.items() if v is not None and v != getattr(saved, k)}
     if changed and not reconfigure:
-        was = ", ".join(f"--{k} {getattr(saved, k)}" for k in changed)
-        now = ", ".join(f"--{k} {v}" for k, v in changed.items())
+        was = ", ".join(f"--{_flag(k)} {_shown(getattr(saved, k))}" for k in changed)
+        now = ", ".join(f"--{_flag(k)} {_shown(v)}" for k, v in changed.items())
         raise SettingsError(
             f"{out} was made with {was}; this run asks for {now}. Leave those flags out to resume, "
             "use another --out, or add --reconfigure to redo the stages they change"
@@ -61,7 +78,20 @@ def resolve_settings(
         profile=profile or saved.profile,
         seed=saved.seed if seed is None else seed,
         limit=saved.limit if limit is None else (limit or None),
+        recipe=recipe or saved.recipe,
+        input_kind=input_kind or saved.input_kind,
+        columns=columns or saved.columns,
     )
+
+
+def _flag(field: str) -> str:
+    return field.replace("_", "-")
+
+
+def _shown(value) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
 
 
 def check_out_folder(out: Path, input: Path | None, force: bool = False) -> None:

@@ -105,6 +105,9 @@ class RunInfo(BaseModel):
     profile: str
     seed: int
     limit: int | None = None
+    recipe: str = "sa1b"
+    input_kind: str | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
     version: str = __version__
 
     @staticmethod

@@ -95,7 +95,7 @@ class RunData:
         """Stages with a manifest, in pipeline order (stages the current spec does not list last)."""
         present = sorted(p.stem for p in (self.out / "manifests").glob("*.json") if p.stem != "run")
         try:
-            order = load_pipeline()
+            order = load_pipeline(recipe=self.info.recipe)
         except SpecError:
             order = []
         return [s for s in order if s in present] + [s for s in present if s not in order]

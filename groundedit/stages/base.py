@@ -44,7 +44,9 @@ class RunContext:
 
     ``env`` holds the driver's settings workers must share (``GROUNDEDIT_*``, Hugging Face cache and
     offline switches): a worker applies them before it builds its stage, whatever its own
-    environment. ``run_id`` tells this run's attempts at a unit from an earlier run's."""
+    environment. ``run_id`` tells this run's attempts at a unit from an earlier run's. ``recipe`` is
+    the pipeline file the run follows; ``input_kind`` and ``columns`` say how the pairs recipe reads
+    its input."""
 
     out: Path
     input: Path
@@ -53,6 +55,9 @@ class RunContext:
     limit: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     run_id: str = ""
+    recipe: str = "sa1b"
+    input_kind: str | None = None  # the pairs recipe's reader (None: guessed from the input)
+    columns: dict[str, str] = field(default_factory=dict)  # the pairs recipe's column mapping
 
 
 @dataclass
