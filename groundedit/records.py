@@ -225,6 +225,7 @@ class Cell(_Record):
     """Where an image lives inside a table (Parquet or Arrow) row: the file, the row group (Parquet;
     0 for Arrow), the row inside it, the column, and for list columns the item."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)  # hashable: cells key what was read
     path: str
     row_group: int
     row: int
@@ -348,6 +349,42 @@ class ExportProvenance(_Strict):
     version: str
 
 
+class ExportRegion(_Strict):
+    """How an edit pair's region was mined (see :class:`MinedRegion`); the mask is ``mask.png``."""
+
+    pixel_box: tuple[_Int, _Int, _Int, _Int]
+    pixel_area: _Int
+    changed_fraction: _Float
+    mean_delta_e: _Float
+    vlm_box: tuple[_Int, _Int, _Int, _Int] | None
+    box_iou: _Float | None
+    edit_kind: EditKind | None
+    mask_source: str | None = Field(description="'sam' or 'difference'; null for a global edit")
+    sam_iou: _Float | None
+
+
+class ExportGoT(_Strict):
+    scene: str
+    target: str
+    box_1000: Box1000
+    operation: str
+    result: str
+    text: str = Field(description="the chain as one passage; the target step writes the box (x1,y1),(x2,y2)")
+
+
+class ExportPair(_Strict):
+    """Where an edit pair came from and what was mined from it (pairs recipe only)."""
+
+    kind: PairKind = Field(description="the reader: jsonl, bagel-parquet, hf or shards")
+    origin: str = Field(description="where in the input: file and line, row or step")
+    target_width: _Int = Field(description="the given target file's size; edited.jpg is in src.jpg's frame")
+    target_height: _Int
+    rescaled: bool
+    global_edit: bool
+    region: ExportRegion | None
+    got: ExportGoT | None
+
+
 class ExportRecord(_Strict):
     """The ``json`` member of every exported sample. Every field has one type in every run (the Hugging
     Face ``datasets`` Features are :func:`groundedit.formats.features.record_features`); the fields a stage
@@ -367,3 +404,8 @@ class ExportRecord(_Strict):
     scores: ExportScores
     members: list[str] = Field(description="the WebDataset members of this sample")
     provenance: list[ExportProvenance]
+    recipe: Recipe = Field(
+        "sa1b",
+        description="the recipe that made the sample: 'sa1b' (photos edited here) or 'pairs' (given edits)",
+    )
+    pair: ExportPair | None = Field(None, description="the edit pair it was made from (pairs recipe)")
