@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import signal
 from collections import Counter
@@ -76,7 +77,7 @@ def test_status_adds_up(pairs_run):
     order = load_pipeline(recipe="pairs")
     assert list(statuses) == order
     assert statuses["pair_ingest"].rows_in == 6
-    for prev, name in zip(order, order[1:], strict=False):
+    for prev, name in itertools.pairwise(order):
         s = statuses[name]
         assert s.state.startswith("done")
         assert s.rows_in == statuses[prev].kept, name
