@@ -64,14 +64,20 @@ def test_localize_scores_agreement_and_rejects_disagreement(mined):
     d, by_kind, _ = mined
     recolor, paste, tint = by_kind["recolor"], by_kind["paste"], by_kind["tint"]
     x1, y1, x2, y2 = recolor.pair.region.pixel_box
-    near = tuple(min(999, v) for v in (x1 * 1000 // 320, y1 * 1000 // 240, x2 * 1000 // 320, y2 * 1000 // 240))
+    near = tuple(
+        min(999, v) for v in (x1 * 1000 // 320, y1 * 1000 // 240, x2 * 1000 // 320, y2 * 1000 // 240)
+    )
     # corners named the wrong way round are the same box; a far box disagrees
-    backend = ScriptedBackend(script=[_region_reply((near[2], near[3], near[0], near[1])), _region_reply((0, 0, 30, 30), "add")])
+    backend = ScriptedBackend(
+        script=[_region_reply((near[2], near[3], near[0], near[1])), _region_reply((0, 0, 30, 30), "add")]
+    )
     stage = _stage(RegionProposer, d, min_box_iou=0.5)
     stage.backend, stage.template = backend, load_prompt("localize")
     ok, bad, passed = stage.process_batch([recolor, paste, tint], io=None)
     assert len(backend.requests) == 2, "the global edit is not asked about"
-    assert len(backend.requests[0].images) == 2 and backend.requests[0].user.endswith(recolor.instructions.original)
+    assert len(backend.requests[0].images) == 2 and backend.requests[0].user.endswith(
+        recolor.instructions.original
+    )
     assert ok.rejection is None and ok.pair.region.box_iou > 0.9 and ok.pair.region.edit_kind == "change"
     assert ok.target.score == ok.pair.region.box_iou
     assert bad.rejection.reason == "region_disagreement" and bad.pair.region.edit_kind == "add"
@@ -96,7 +102,7 @@ def _with_kind(s, kind):
 
 
 def test_segment_picks_the_picture_by_edit_kind_and_uses_sam_where_it_agrees(mined):
-    d, by_kind, truth = mined
+    d, by_kind, _ = mined
     paste = by_kind["paste"]
     pixel = masks.decode(paste.pair.region.pixel_mask)
     grown = np.zeros_like(pixel)
@@ -124,7 +130,12 @@ def _reasoning(box_text: str, extra: str = "") -> str:
         "3_Editing_Description": "Recolour it.",
         "4_Post_Edit_Description": "It is red.",
     }
-    got = {"Scene": "A gradient.", "Target": f"the shape {box_text}", "Operation": "recolour", "Result": "red"}
+    got = {
+        "Scene": "A gradient.",
+        "Target": f"the shape {box_text}",
+        "Operation": "recolour",
+        "Result": "red",
+    }
     return json.dumps({"Editing_Type": "color change", "Target_Object": "shape", "CoT": cot, "GoT": got})
 
 
@@ -135,7 +146,9 @@ def test_reason_validates_the_box_in_the_chain(mined):
 
     (x1, y1), (x2, y2) = grid = box_1000(tuple(int(v) for v in s.target.box_xyxy), 320, 240)
     right = f"({x1},{y1}),({x2},{y2})"
-    backend = ScriptedBackend(script=[_reasoning("(1,2),(3,4)"), _reasoning(right, " (5,6),(7,8)"), _reasoning(right)])
+    backend = ScriptedBackend(
+        script=[_reasoning("(1,2),(3,4)"), _reasoning(right, " (5,6),(7,8)"), _reasoning(right)]
+    )
     stage = _stage(PairReasoner, d)
     stage.backend, stage.template = backend, load_prompt("reason")
     (done,) = stage.process_batch([s], io=None)
