@@ -103,13 +103,13 @@ def _rss_kb() -> int:
 def child_ingest(inp: str, out: str) -> dict:
     from groundedit.engine.executors import make_executor
     from groundedit.engine.pipeline import Pipeline
-    from groundedit.stages import RunContext
+    from groundedit.formats.runconfig import RunConfig
 
-    ctx = RunContext(out=Path(out), input=Path(inp), seed=0, profile="tiny")
+    config = RunConfig(out=Path(out), input=Path(inp), seed=0, profile="tiny")
     executor = make_executor(os.environ.get("DRIVER_SCALE_EXECUTOR", "local"))
     base_rss, base_io = _rss_kb(), _io_written()
     start, cpu = time.perf_counter(), time.process_time()
-    summary = Pipeline(ctx, executor).run("ingest")
+    summary = Pipeline(config, executor).run("ingest")
     seconds = time.perf_counter() - start
     executor.close()
     return {
@@ -127,11 +127,11 @@ def child_plan(inp: str, out: str) -> dict:
     from groundedit.engine.chain import StageChain
     from groundedit.engine.planning import PlanReader, PlanWriter, SourcePlanner
     from groundedit.formats.commits import CommitStore
-    from groundedit.stages import RunContext
+    from groundedit.formats.runconfig import RunConfig
 
-    ctx = RunContext(out=Path(out), input=Path(inp), seed=0, profile="tiny")
-    chain = StageChain(ctx)
-    stage = chain.classes["ingest"](chain.specs["ingest"], ctx)
+    config = RunConfig(out=Path(out), input=Path(inp), seed=0, profile="tiny")
+    chain = StageChain(config)
+    stage = chain.classes["ingest"](chain.specs["ingest"], config)
     base_rss = _rss_kb()
     start, cpu = time.perf_counter(), time.process_time()
     writer = PlanWriter(Path(out))

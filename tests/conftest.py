@@ -267,15 +267,15 @@ def _run_pipeline(
     """``stages``: a spec folder to use instead of ``stages/`` (the driver loads every spec)."""
     from groundedit.engine.executors import make_executor
     from groundedit.engine.pipeline import Pipeline
-    from groundedit.stages import RunContext
+    from groundedit.formats.runconfig import RunConfig
 
-    ctx = RunContext(out=out, input=input_path, seed=seed, profile="tiny", limit=limit, recipe=recipe)
+    config = RunConfig(out=out, input=input_path, seed=seed, profile="tiny", limit=limit, recipe=recipe)
     ex = make_executor(executor)
     with pytest.MonkeyPatch.context() as mp:
         if stages is not None:
             mp.setenv("GROUNDEDIT_STAGES_DIR", str(stages))
         try:
-            return Pipeline(ctx, ex, **options).run(stage)
+            return Pipeline(config, ex, **options).run(stage)
         finally:
             ex.close()
 

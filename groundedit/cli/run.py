@@ -136,9 +136,9 @@ def run(
     from groundedit.engine.executors import EXECUTORS, make_executor
     from groundedit.engine.pipeline import Pipeline
     from groundedit.engine.schedule import SCHEDULES
-    from groundedit.engine.settings import check_out_folder, resolve_settings
-    from groundedit.formats.manifest import RunInfo
+    from groundedit.engine.settings import check_out_folder, resolve_config
     from groundedit.formats.pairs import PairInputError, parse_columns
+    from groundedit.formats.runconfig import RunConfig
     from groundedit.records import PAIR_KINDS, RECIPES
 
     if out.exists() and not out.is_dir():
@@ -160,25 +160,24 @@ def run(
         mapping = parse_columns(columns)
     except PairInputError as e:
         raise CliError(str(e)) from None
-    saved = RunInfo.load(out) if out.is_dir() else None
+    saved = RunConfig.load(out) if out.is_dir() else None
     chosen = recipe or (saved.recipe if saved else "sa1b")
     if (input_kind or mapping) and chosen != "pairs":
         raise CliError("--input-kind and --columns belong to the pairs recipe: add --recipe pairs")
-    info = resolve_settings(
+    config = resolve_config(
         out,
+        stage=stage,
+        source_stage=_first_stage(chosen),
+        reconfigure=reconfigure,
         input=input,
         profile=profile,
         seed=seed,
         limit=limit,
-        stage=stage,
-        source_stage=_first_stage(chosen),
-        reconfigure=reconfigure,
         recipe=recipe,
         input_kind=input_kind,
-        columns=mapping,
+        columns=mapping or None,
     )
-    ctx = run_context(out, info)
-    bars = [
+    columns = [
         TextColumn("{task.description:<10}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -193,9 +192,9 @@ def run(
     native = NativeStderr() if executor == "ray" else None
     with native or contextlib.nullcontext():
         try:
-            with Progress(*bars, console=console, transient=False) as progress:
+            with Progress(*columns, console=console, transient=False) as progress:
                 pipe = Pipeline(
-                    ctx,
+                    config,
                     ex,
                     on_event=_ProgressView(progress),
                     on_notice=_notice,
@@ -215,12 +214,12 @@ def run(
             raise typer.Exit(130) from None
         finally:
             ex.close()
-            if native is not None and (ctx.out / "manifests").is_dir():
-                native.save(RunFolder(ctx.out).logs / "ray-driver.log")
-    _print_summary(ctx.out, summary)
+            if native is not None and RunFolder(config.out).manifests.is_dir():
+                native.save(RunFolder(config.out).logs / "ray-driver.log")
+    _print_summary(config.out, summary)
     failed = {(name, u): err for name, s in summary.items() for u, err in s.get("quarantined", {}).items()}
     if failed:
-        _print_quarantined(ctx.out, failed)
+        _print_quarantined(config.out, failed)
         raise typer.Exit(3)
 
 
@@ -228,22 +227,6 @@ def _first_stage(recipe: str) -> str:
     from groundedit.specs import load_pipeline
 
     return load_pipeline(recipe=recipe)[0]
-
-
-def run_context(out: Path, info):
-    """The run's context from its settings (``run.json`` as resolved)."""
-    from groundedit.stages import RunContext
-
-    return RunContext(
-        out=out.resolve(),
-        input=Path(info.input),
-        seed=info.seed,
-        profile=info.profile,
-        limit=info.limit,
-        recipe=info.recipe,
-        input_kind=info.input_kind,
-        columns=dict(info.columns),
-    )
 
 
 def _notice(message: str) -> None:
@@ -300,16 +283,15 @@ def status(out: Path = typer.Option(..., "--out", metavar="DIR", help="run folde
     """Per-stage progress of a run folder, from its manifests."""
     from groundedit.engine.chain import StageChain
     from groundedit.engine.status import run_status
-    from groundedit.formats.manifest import RunInfo
+    from groundedit.formats.runconfig import RunConfig
 
-    info = RunInfo.load(out)
-    if info is None:
+    config = RunConfig.load(out)
+    if config is None:
         raise CliError(f"{out} is not a run folder (no manifests/run.json)")
-    ctx = run_context(out, info)
-    table = Table(title=f"{out}  (recipe {info.recipe}, profile {info.profile}, seed {info.seed})")
+    table = Table(title=f"{out}  (recipe {config.recipe}, profile {config.profile}, seed {config.seed})")
     for col in ("stage", "state", "units", "in", "kept", "rejected", "reasons"):
         table.add_column(col, justify="right" if col in ("units", "in", "kept", "rejected") else "left")
-    statuses = run_status(StageChain(ctx), ctx.out)
+    statuses = run_status(StageChain(config))
     for st in statuses:
         reasons = ", ".join(f"{k} {v}" for k, v in st.rejected.most_common())
         units = f"{st.units_done}/{st.units_planned}" if st.units_planned else str(st.units_done)

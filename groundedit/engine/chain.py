@@ -9,25 +9,26 @@ locations the driver resolved (:meth:`~groundedit.specs.StageSpec.for_workers`).
 from __future__ import annotations
 
 from groundedit.formats.manifest import digest
+from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.tar import DIGEST_ALGORITHM
 from groundedit.specs import SpecError, StageSpec, load_pipeline, load_spec
-from groundedit.stages import STAGES, RunContext, SinkStage, SourceStage, Stage
+from groundedit.stages import STAGES, SinkStage, SourceStage, Stage
 
 
 class StageChain:
-    def __init__(self, ctx: RunContext):
-        self.ctx = ctx
-        self.order = load_pipeline(recipe=ctx.recipe)
+    def __init__(self, config: RunConfig):
+        self.config = config
+        self.order = load_pipeline(recipe=config.recipe)
         self.specs: dict[str, StageSpec] = {}
         self.classes: dict[str, type] = {}
         for name in self.order:
             if name not in STAGES:
-                raise SpecError(f"the {ctx.recipe} recipe's pipeline file names unknown stage '{name}'")
-            spec = load_spec(name, ctx.profile)
+                raise SpecError(f"the {config.recipe} recipe's pipeline file names unknown stage '{name}'")
+            spec = load_spec(name, config.profile)
             try:
                 STAGES[name].Params.model_validate(spec.params)
             except ValueError as e:
-                raise SpecError(f"stages/{name}.yaml (profile {ctx.profile}): {e}") from e
+                raise SpecError(f"stages/{name}.yaml (profile {config.profile}): {e}") from e
             self.specs[name] = spec.for_workers()
             self.classes[name] = STAGES[name]
         self._check_shape()
@@ -46,7 +47,7 @@ class StageChain:
         # every record carries content digests: another digest algorithm redoes every stage
         chain, prev = {}, DIGEST_ALGORITHM
         for name in self.order:
-            seed = self.ctx.seed if self.classes[name].uses_seed else None
+            seed = self.config.seed if self.classes[name].uses_seed else None
             prev = chain[name] = digest(prev, self.specs[name].spec_hash(), seed)
         return chain
 

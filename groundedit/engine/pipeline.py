@@ -10,7 +10,6 @@ schedule :mod:`groundedit.engine.schedule`, the final output :mod:`groundedit.en
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import uuid
@@ -30,10 +29,10 @@ from groundedit.engine.tickets import Outcome
 from groundedit.engine.worker import MAX_ATTEMPTS, StageJob, run_with_env
 from groundedit.faults import crash_point
 from groundedit.formats.commits import CommitStore
-from groundedit.formats.manifest import RunInfo, StageSummary
+from groundedit.formats.manifest import StageSummary
+from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.scan import IMAGE_EXTENSIONS
 from groundedit.formats.shards import REJECTED_DIR
-from groundedit.stages import RunContext
 
 # settings a worker must see as the driver does (tiny-model cache, spec/prompt folders, HF cache)
 WORKER_ENV_PREFIXES = ("GROUNDEDIT_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_")
@@ -97,7 +96,7 @@ def worker_env() -> dict[str, str]:
 class Pipeline:
     def __init__(
         self,
-        ctx: RunContext,
+        config: RunConfig,
         executor: Executor | None = None,
         on_event: Callable[[StageEvent], None] | None = None,
         on_notice: Callable[[str], None] | None = None,
@@ -105,8 +104,8 @@ class Pipeline:
         window: int | None = None,
         max_attempts: int = MAX_ATTEMPTS,
     ):
-        self.ctx = dataclasses.replace(
-            ctx, env={**worker_env(), **ctx.env}, run_id=ctx.run_id or uuid.uuid4().hex
+        self.config = config.model_copy(
+            update={"env": {**worker_env(), **config.env}, "run_id": config.run_id or uuid.uuid4().hex}
         )
         self.executor = executor or LocalExecutor()
         self.on_event = on_event or (lambda e: None)
@@ -114,9 +113,9 @@ class Pipeline:
         self.schedule = schedule
         self.window = window
         self.max_attempts = max_attempts
-        self.chain = StageChain(self.ctx)
+        self.chain = StageChain(self.config)
         self.order = self.chain.order
-        self.commits = CommitStore(self.ctx.out)
+        self.commits = CommitStore(self.config.out)
 
     # --- running -------------------------------------------------------------------------------
 
@@ -133,7 +132,7 @@ class Pipeline:
         def takeover(holder: str) -> None:
             self.on_notice(f"taking over the run lock left by a run that did not finish ({holder})")
 
-        c = self.ctx
+        c = self.config
         with run_lock(c.out, on_takeover=takeover):  # before Ray starts: a busy folder costs nothing
             where = self.executor.start()
             if where:
@@ -146,15 +145,7 @@ class Pipeline:
             except ResourceError as e:
                 raise PipelineError(str(e)) from None
             self._check_storage()
-            RunInfo(
-                input=str(c.input),
-                profile=c.profile,
-                seed=c.seed,
-                limit=c.limit,
-                recipe=c.recipe,
-                input_kind=c.input_kind,
-                columns=c.columns,
-            ).save(c.out)
+            c.save()
             self._clean_temp(names)
             if planned is not None:
                 self._write_plan(planned)
@@ -170,19 +161,21 @@ class Pipeline:
         (listing every one, with the command that gets it)."""
         from groundedit.models.hub import missing_requirements
 
-        reqs = [r for n in names for r in self.chain.classes[n](self.chain.specs[n], self.ctx).requirements()]
+        reqs = [
+            r for n in names for r in self.chain.classes[n](self.chain.specs[n], self.config).requirements()
+        ]
         missing = missing_requirements(reqs)
         if missing:
             lines = "\n  ".join(missing)
             raise PipelineError(
-                f"models or files missing for profile '{self.ctx.profile}':\n  {lines}\n"
+                f"models or files missing for profile '{self.config.profile}':\n  {lines}\n"
                 "get them (or point the stage specs at local copies), or use --profile tiny to run "
                 "every stage with tiny random-weight models"
             )
 
     def _check_storage(self) -> None:
         """Stop before any work when a node cannot see ``--out`` or ``--input`` (DESIGN §7)."""
-        c = self.ctx
+        c = self.config
         bad = shared_storage.unseen(
             self.executor.on_every_node, c.out / "manifests", "storage-probe", c.input
         )
@@ -200,14 +193,14 @@ class Pipeline:
         """The source stage's units, lazily; fails now (before anything is written) on an input
         without images."""
         name = self.chain.source
-        stage = self.chain.classes[name](self.chain.specs[name], self.ctx)
+        stage = self.chain.classes[name](self.chain.specs[name], self.config)
         units = SourcePlanner(stage, self.chain.hashes[name], self.commits).units()
         first = next(units, None)
-        if first is None and self.ctx.recipe == "pairs":
-            raise PipelineError(f"no edit pairs found in {self.ctx.input}")
+        if first is None and self.config.recipe == "pairs":
+            raise PipelineError(f"no edit pairs found in {self.config.input}")
         if first is None:
             raise PipelineError(
-                f"no images found in {self.ctx.input} (looked for SA-1B sa_*.tar shards and "
+                f"no images found in {self.config.input} (looked for SA-1B sa_*.tar shards and "
                 f"{', '.join(IMAGE_EXTENSIONS)} files, recursively)"
             )
 
@@ -218,7 +211,7 @@ class Pipeline:
         return all_units()
 
     def _write_plan(self, planned: Iterator) -> None:
-        writer = PlanWriter(self.ctx.out)
+        writer = PlanWriter(self.config.out)
         units: set[str] = set()  # ids only (tens of bytes a unit), to forget units that left the plan
         try:
             for unit, entries, stamps, fingerprint, done in planned:
@@ -232,9 +225,9 @@ class Pipeline:
 
     def _check_upstream(self, first: str) -> None:
         up = self.chain.previous(first)
-        summary = StageSummary.load(self.ctx.out, up) if up else None
+        summary = StageSummary.load(self.config.out, up) if up else None
         ready = summary is not None and summary.complete and summary.chain_hash == self.chain.hashes[up]
-        if not ready or not PlanReader(self.ctx.out).exists():
+        if not ready or not PlanReader(self.config.out).exists():
             raise PipelineError(
                 f"stage '{first}' needs '{up}' finished with the current specs; "
                 f"run `groundedit run --stage {up}` (or --stage all) first"
@@ -244,7 +237,7 @@ class Pipeline:
         """Forget units that left the plan (a lower --limit, a removed input file) at every stage."""
         for name in self.order:
             gone = {u for u in self.commits.units(name) if u not in planned}
-            data = self.ctx.out / "data" / name
+            data = self.config.out / "data" / name
             if data.is_dir():
                 for p in data.iterdir():
                     unit = _unit_of(p.name)
@@ -253,11 +246,11 @@ class Pipeline:
             for unit in gone:
                 self.commits.forget(name, unit)
                 for rel in unit_paths(name, unit).values():
-                    (self.ctx.out / rel).unlink(missing_ok=True)
+                    (self.config.out / rel).unlink(missing_ok=True)
 
     def _clean_temp(self, names: list[str]) -> None:
         """Temp files of writers that were killed (no worker runs while the driver holds the lock)."""
-        out = self.ctx.out
+        out = self.config.out
         folders = [out / "shards", out / REJECTED_DIR, out / "manifests"]
         folders += [out / d / n for n in names for d in ("data", "commits")]
         for folder in folders:
@@ -278,7 +271,7 @@ class Pipeline:
                 StageJob(
                     stage_cls=self.chain.classes[name],
                     spec=self.chain.specs[name],
-                    ctx=self.ctx,
+                    config=self.config,
                     chain_hash=self.chain.hashes[name],
                     source=self.chain.source,
                     upstream=up,
@@ -291,7 +284,7 @@ class Pipeline:
         return jobs
 
     def _run_wave(self, wave: list[str], plan: PlanReader, capacity: dict[str, float]) -> dict[str, dict]:
-        c, sink = self.ctx, self.chain.sink
+        c, sink = self.config, self.chain.sink
         planned = plan.info().units
         tallies = {n: _Tally() for n in wave}
         events = {n: StageEvent(n, "start", units_total=planned) for n in wave}
@@ -368,10 +361,10 @@ class Pipeline:
         for later in self.chain.later(name):
             if later in wave:
                 continue
-            s = StageSummary.load(self.ctx.out, later)
+            s = StageSummary.load(self.config.out, later)
             if s is not None and s.complete:
                 s.complete = False
-                s.save(self.ctx.out)
+                s.save(self.config.out)
 
 
 def _unit_of(filename: str) -> str | None:

@@ -129,7 +129,7 @@ def run_unit(stage: Stage | SourceStage, unit: Unit, chain_hash: str) -> UnitCom
     """Process ``unit`` with a set-up ``stage`` and write its files; return its commit (for the
     caller to write once everything is in place)."""
     start = time.perf_counter()
-    out = stage.ctx.out
+    out = stage.config.out
     paths = unit_paths(stage.name, unit.id)
     rows = unit.entries if isinstance(stage, SourceStage) else read_rows(unit.input_file, Sample)
     io = UnitIO(unit=unit.id, out=out, artifacts=ArtifactPack(out, paths["artifacts"]))
@@ -180,7 +180,7 @@ def run_sink_unit(stage: SinkStage, unit: Unit, chain_hash: str, rejected_parts:
     start = time.perf_counter()
     samples = read_rows(unit.input_file, Sample)
     part = unit_paths(stage.name, unit.id)["artifacts"]
-    spans, part_digest = stage.write_part(samples, stage.ctx.out / part)
+    spans, part_digest = stage.write_part(samples, stage.config.out / part)
     crash_point(f"{stage.name}:part-written")
     return UnitCommit(
         stage=stage.name,

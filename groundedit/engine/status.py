@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from groundedit.engine.chain import StageChain
 from groundedit.engine.planning import PlanReader
@@ -34,7 +33,8 @@ class StageStatus:
     nodes: Counter = field(default_factory=Counter)  # node that did it -> done units
 
 
-def run_status(chain: StageChain, out: Path) -> list[StageStatus]:
+def run_status(chain: StageChain) -> list[StageStatus]:
+    out = chain.config.out
     plan = PlanReader(out)
     statuses = {n: StageStatus(n, "not started") for n in chain.order}
     if not plan.exists():

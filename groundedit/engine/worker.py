@@ -28,9 +28,10 @@ from groundedit.engine.tickets import Outcome, Ticket
 from groundedit.faults import crash_point
 from groundedit.formats.commits import CommitStore, RejectedPart, UnitCommit, UnitFailure
 from groundedit.formats.manifest import digest
+from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.tar import BlobChanged
 from groundedit.specs import StageSpec
-from groundedit.stages.base import RunContext, SinkStage, SourceStage
+from groundedit.stages.base import SinkStage, SourceStage
 
 MAX_ATTEMPTS = 3
 
@@ -41,7 +42,7 @@ class StageJob:
 
     stage_cls: type
     spec: StageSpec
-    ctx: RunContext
+    config: RunConfig
     chain_hash: str
     source: str = ""  # the run's source stage (it made every input file a unit reads)
     upstream: str | None = None  # the stage whose output this one reads (None: the source stage)
@@ -57,15 +58,15 @@ class StageJob:
 
 class StageWorker:
     def __init__(self, job: StageJob):
-        os.environ.update(job.ctx.env)  # the driver's settings, whatever this process inherited
+        os.environ.update(job.config.env)  # the driver's settings, whatever this process inherited
         self.job = job
-        self.commits = CommitStore(job.ctx.out)
-        self.plan = PlanReader(job.ctx.out)
+        self.commits = CommitStore(job.config.out)
+        self.plan = PlanReader(job.config.out)
         self.stage = None
 
     def _stage(self):
         if self.stage is None:
-            stage = self.job.stage_cls(self.job.spec, self.job.ctx)
+            stage = self.job.stage_cls(self.job.spec, self.job.config)
             setup_stage(stage)
             self.stage = stage
         return self.stage
@@ -112,7 +113,7 @@ class StageWorker:
         self._stage()  # a stage that cannot start fails the run, not each unit in turn
         failure = self.commits.read_failure(job.name, unit)
         attempts = 0
-        if failure is not None and failure.counts_for(job.ctx.run_id, job.chain_hash, fingerprint):
+        if failure is not None and failure.counts_for(job.config.run_id, job.chain_hash, fingerprint):
             attempts = failure.attempts
             if attempts >= job.max_attempts:
                 return Outcome(stage=job.name, state="quarantined", error=failure.error)
@@ -121,7 +122,7 @@ class StageWorker:
             record = UnitFailure(
                 stage=job.name,
                 unit=unit,
-                run_id=job.ctx.run_id,
+                run_id=job.config.run_id,
                 chain_hash=job.chain_hash,
                 input_fingerprint=fingerprint,
                 attempts=attempts,
@@ -148,7 +149,7 @@ class StageWorker:
 
     def _process(self, ticket: Ticket, fingerprint: str, upstream: list[UnitCommit]) -> UnitCommit:
         job, stage = self.job, self._stage()
-        out = job.ctx.out
+        out = job.config.out
         if isinstance(stage, SourceStage):
             entries, stamps = self.plan.entries(ticket)
             commit = run_unit(

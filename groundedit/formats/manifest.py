@@ -1,5 +1,5 @@
-"""Run manifests: the run's settings (``run.json``) and each stage's summary (``<stage>.json``),
-plus the atomic-write and digest helpers every record uses.
+"""Run manifests: each stage's summary (``<stage>.json``), plus the atomic-write and digest helpers
+every record uses (the run's settings, ``run.json``, are :mod:`groundedit.formats.runconfig`).
 
 Per-unit progress is not here: each finished unit has its own commit file, written by the worker
 (:mod:`groundedit.formats.commits`). Files are replaced atomically (temp file + rename), so a kill at any
@@ -95,29 +95,3 @@ class StageSummary(BaseModel):
     def save(self, out: Path) -> None:
         self.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
         atomic_write_bytes(self.path(out, self.stage), self.model_dump_json(indent=1).encode())
-
-
-class RunInfo(BaseModel):
-    """``<out>/manifests/run.json``: the arguments of the latest run in this folder."""
-
-    model_config = ConfigDict(extra="forbid")
-    input: str
-    profile: str
-    seed: int
-    limit: int | None = None
-    recipe: str = "sa1b"
-    input_kind: str | None = None
-    columns: dict[str, str] = Field(default_factory=dict)
-    version: str = __version__
-
-    @staticmethod
-    def path(out: Path) -> Path:
-        return Path(out) / "manifests" / "run.json"
-
-    @classmethod
-    def load(cls, out: Path) -> RunInfo | None:
-        p = cls.path(out)
-        return cls.model_validate_json(p.read_text()) if p.is_file() else None
-
-    def save(self, out: Path) -> None:
-        atomic_write_bytes(self.path(out), self.model_dump_json(indent=1).encode())

@@ -22,8 +22,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from groundedit.formats.commits import CommitStore
-from groundedit.formats.manifest import RunInfo
 from groundedit.formats.manifest import StageSummary as StageFile
+from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.shards import REJECTED_DIR, read_shard_stats
 from groundedit.formats.storage import REJECTED_SCHEMA
 from groundedit.formats.tar import read_blob
@@ -85,8 +85,8 @@ class RunData:
 
     def __init__(self, out: str | Path):
         self.out = Path(out)
-        self.info = RunInfo.load(self.out) if self.out.is_dir() else None
-        if self.info is None:
+        self.config = RunConfig.load(self.out) if self.out.is_dir() else None
+        if self.config is None:
             raise RunDataError(f"{self.out} is not a run folder (no manifests/run.json)")
 
     # --- manifests -----------------------------------------------------------------------------
@@ -95,7 +95,7 @@ class RunData:
         """Stages with a manifest, in pipeline order (stages the current spec does not list last)."""
         present = sorted(p.stem for p in (self.out / "manifests").glob("*.json") if p.stem != "run")
         try:
-            order = load_pipeline(recipe=self.info.recipe)
+            order = load_pipeline(recipe=self.config.recipe)
         except SpecError:
             order = []
         return [s for s in order if s in present] + [s for s in present if s not in order]

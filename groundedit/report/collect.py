@@ -127,7 +127,7 @@ def collect(run: RunData, folder: Path, gallery_limit: int, rejected_per_reason:
         out=str(run.out),
         generated=datetime.now(UTC).isoformat(timespec="seconds"),
         version=__version__,
-        info=run.info.model_dump() if run.info else {},
+        info=run.config.model_dump(mode="json"),
         stages=stages,
         inputs=stages[0].rows_in if stages else 0,
         kept=kept,

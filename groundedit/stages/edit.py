@@ -135,7 +135,7 @@ class EditStage(Stage):
         )  # similar sizes together
         crops = [Image.fromarray(sources[i][y1:y2, x1:x2]) for i, (x1, y1, x2, y2) in order]
         texts = [batch[i].instructions.rewritten or batch[i].instructions.original for i, _ in order]
-        seeds = [sampling_seed(self.ctx.seed, f"edit:{batch[i].key}") for i, _ in order]
+        seeds = [sampling_seed(self.config.seed, f"edit:{batch[i].key}") for i, _ in order]
         results = self.editor.edit(
             crops,
             texts,

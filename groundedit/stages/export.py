@@ -116,7 +116,7 @@ class ExportStage(SinkStage):
         """``(member, bytes, digest)`` of each member of the sample's export, the record last."""
         names = [m for m in IMAGE_MEMBERS if m in s.artifacts]
         # read_blob checks each image against the digest its stage recorded
-        images = [(m, read_blob(s.artifacts[m], self.ctx.out), s.artifacts[m].digest) for m in names]
+        images = [(m, read_blob(s.artifacts[m], self.config.out), s.artifacts[m].digest) for m in names]
         record = export_record(s, [*names, "json"]).model_dump_json(by_alias=True).encode()
         return [*images, ("json", record, blob_digest(record))]
 

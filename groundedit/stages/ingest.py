@@ -54,7 +54,9 @@ class IngestStage(SourceStage):
     Params = IngestParams
 
     def plan(self, keys: KeyIndex) -> Iterator[tuple[str, list[SourceEntry]]]:
-        return iter_units(self.ctx.input, self.params.unit_size, self.ctx.limit, keys, exclude=self.ctx.out)
+        return iter_units(
+            self.config.input, self.params.unit_size, self.config.limit, keys, exclude=self.config.out
+        )
 
     def reject_entry(self, entry: SourceEntry, reason: str, detail: str) -> Sample:
         source = Source(

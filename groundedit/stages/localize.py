@@ -34,7 +34,7 @@ def from_grid(box: tuple[int, int, int, int], width: int, height: int) -> tuple[
     return px(x1, width, False), px(y1, height, False), px(x2, width, True), px(y2, height, True)
 
 
-class RegionProposer(ChatStage):
+class LocalizeStage(ChatStage):
     name = "localize"
     Params = LocalizeParams
 

@@ -45,11 +45,13 @@ class PairIngestStage(IngestStage):
     Params = IngestParams
 
     def input_kind(self) -> str:
-        return self.ctx.input_kind or guess_kind(self.ctx.input)
+        return self.config.input_kind or guess_kind(self.config.input)
 
     def plan(self, keys: KeyIndex) -> Iterator[tuple[str, list[SourceEntry]]]:
-        groups = iter_pair_groups(self.ctx.input, self.input_kind(), self.ctx.columns, exclude=self.ctx.out)
-        return chunk_units(groups, self.params.unit_size, self.ctx.limit, keys)
+        groups = iter_pair_groups(
+            self.config.input, self.input_kind(), self.config.columns, exclude=self.config.out
+        )
+        return chunk_units(groups, self.params.unit_size, self.config.limit, keys)
 
     def reject_entry(self, entry: SourceEntry, reason: str, detail: str) -> Sample:
         s = super().reject_entry(entry, reason, detail)

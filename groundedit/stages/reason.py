@@ -23,7 +23,7 @@ from groundedit.stages.export import box_1000
 from groundedit.stages.instruct import InstructParams
 
 
-class PairReasoner(ChatStage):
+class ReasonStage(ChatStage):
     name = "reason"
     Params = InstructParams  # the same sampling and length bounds as instruct (edit type weights unused)
 

@@ -14,7 +14,7 @@ class RewriteParams(ChatParams):
     max_chars: int = Field(300, ge=8, description="longest paraphrase")
 
 
-class InstructionRewriter(ChatStage):
+class RewriteStage(ChatStage):
     name = "rewrite"
     Params = RewriteParams
     model_role = "llm"

@@ -25,7 +25,7 @@ class SaliencyParams(ChatParams):
     )
 
 
-class SaliencyFilter(ChatStage):
+class SaliencyStage(ChatStage):
     name = "saliency"
     Params = SaliencyParams
 

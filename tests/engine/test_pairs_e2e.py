@@ -18,11 +18,11 @@ from PIL import Image
 
 from groundedit.engine.chain import StageChain
 from groundedit.engine.status import run_status
-from groundedit.formats.manifest import RunInfo, StageSummary
+from groundedit.formats.manifest import StageSummary
+from groundedit.formats.runconfig import RunConfig
 from groundedit.image.difference import mask_iou
 from groundedit.pairs_fixture import LOCAL_KINDS, read_truth
 from groundedit.specs import load_pipeline
-from groundedit.stages import RunContext
 
 pytestmark = pytest.mark.slow
 
@@ -70,9 +70,8 @@ def test_records_carry_the_pair_and_its_reasoning(pairs_run, pairs_input, shard_
 
 
 def test_status_adds_up(pairs_run):
-    info = RunInfo.load(pairs_run)
-    assert info.recipe == "pairs"
-    ctx = RunContext(out=pairs_run, input=pairs_run, profile="tiny", recipe="pairs")
+    assert RunConfig.load(pairs_run).recipe == "pairs"
+    ctx = RunConfig(out=pairs_run, input=pairs_run, profile="tiny", recipe="pairs")
     statuses = {s.stage: s for s in run_status(StageChain(ctx), pairs_run)}
     order = load_pipeline(recipe="pairs")
     assert list(statuses) == order

@@ -17,10 +17,11 @@ from PIL import Image
 from groundedit.fixtures import jpeg_bytes
 from groundedit.formats.bagel_parquet import SCHEMA as BAGEL_SCHEMA
 from groundedit.formats.pairs import PairInputError, guess_kind, iter_pair_groups, parse_columns
+from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.scan import KeyIndex
 from groundedit.formats.tar import ArtifactPack, TarWriter
 from groundedit.specs import load_spec
-from groundedit.stages import RunContext, UnitIO
+from groundedit.stages import UnitIO
 from groundedit.stages.pair_ingest import PairIngestStage, is_rescale
 
 
@@ -41,7 +42,7 @@ def _png(seed: int, w: int = 64, h: int = 48) -> bytes:
 def ingest(path: Path, out: Path, kind: str | None = None, columns: dict | None = None):
     """Plan ``path`` and run the source stage over every unit: ``(kept samples, rejected samples)``."""
     out.mkdir(parents=True, exist_ok=True)
-    ctx = RunContext(
+    ctx = RunConfig(
         out=out, input=path, profile="tiny", recipe="pairs", input_kind=kind, columns=columns or {}
     )
     stage = PairIngestStage(load_spec("pair_ingest", "tiny"), ctx)

@@ -304,14 +304,12 @@ def assert_units_as_status_counts(page: Path, run: Path, stages: Path) -> None:
     """``stages``: the spec folder the run was made with (status judges commits against it)."""
     from groundedit.engine.chain import StageChain
     from groundedit.engine.status import run_status
-    from groundedit.formats.manifest import RunInfo
-    from groundedit.stages import RunContext
+    from groundedit.formats.runconfig import RunConfig
 
-    info = RunInfo.load(run)
-    ctx = RunContext(out=run, input=Path(info.input), seed=info.seed, profile=info.profile, limit=info.limit)
+    config = RunConfig.load(run)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GROUNDEDIT_STAGES_DIR", str(stages))
-        status = {st.stage: st for st in run_status(StageChain(ctx), run)}
+        status = {st.stage: st for st in run_status(StageChain(config))}
     assert all(st.state == "done" for st in status.values()), "a finished run, judged by its own specs"
     rows = _funnel_rows(page)
     assert rows and set(rows) <= set(status)

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.scan import KeyIndex
 from groundedit.formats.tar import ArtifactPack
 from groundedit.image import masks
@@ -15,11 +16,11 @@ from groundedit.image.pixels import source_image, target_image
 from groundedit.models.chat import load_prompt
 from groundedit.pairs_fixture import read_truth, write_pairs_fixture
 from groundedit.specs import load_spec
-from groundedit.stages import RunContext, UnitIO
+from groundedit.stages import UnitIO
 from groundedit.stages.difference import DifferenceStage
-from groundedit.stages.localize import RegionProposer, from_grid
+from groundedit.stages.localize import LocalizeStage, from_grid
 from groundedit.stages.pair_ingest import PairIngestStage
-from groundedit.stages.reason import PairReasoner
+from groundedit.stages.reason import ReasonStage
 from groundedit.stages.segment import SegmentStage
 
 from .test_vlm_stages import ScriptedBackend
@@ -28,7 +29,7 @@ from .test_vlm_stages import ScriptedBackend
 def _stage(cls, out, **params):
     spec = load_spec(cls.name, "tiny")
     spec = spec.model_copy(update={"params": {**spec.params, **params}})
-    return cls(spec, RunContext(out=out, input=out, seed=0, profile="tiny", recipe="pairs"))
+    return cls(spec, RunConfig(out=out, input=out, seed=0, profile="tiny", recipe="pairs"))
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def mined(tmp_path_factory):
     """The 6 fixture pairs through pair_ingest and difference (keeping the global edit)."""
     d = tmp_path_factory.mktemp("pairs")
     manifest = write_pairs_fixture(d / "in", pairs=6)
-    ctx = RunContext(out=d, input=manifest, profile="tiny", recipe="pairs")
+    ctx = RunConfig(out=d, input=manifest, profile="tiny", recipe="pairs")
     ingest = PairIngestStage(load_spec("pair_ingest", "tiny"), ctx)
     samples = []
     for unit, entries in ingest.plan(KeyIndex()):
@@ -71,7 +72,7 @@ def test_localize_scores_agreement_and_rejects_disagreement(mined):
     backend = ScriptedBackend(
         script=[_region_reply((near[2], near[3], near[0], near[1])), _region_reply((0, 0, 30, 30), "add")]
     )
-    stage = _stage(RegionProposer, d, min_box_iou=0.5)
+    stage = _stage(LocalizeStage, d, min_box_iou=0.5)
     stage.backend, stage.template = backend, load_prompt("localize")
     ok, bad, passed = stage.process_batch([recolor, paste, tint], io=None)
     assert len(backend.requests) == 2, "the global edit is not asked about"
@@ -149,7 +150,7 @@ def test_reason_validates_the_box_in_the_chain(mined):
     backend = ScriptedBackend(
         script=[_reasoning("(1,2),(3,4)"), _reasoning(right, " (5,6),(7,8)"), _reasoning(right)]
     )
-    stage = _stage(PairReasoner, d)
+    stage = _stage(ReasonStage, d)
     stage.backend, stage.template = backend, load_prompt("reason")
     (done,) = stage.process_batch([s], io=None)
     assert len(backend.requests) == 3, "two wrong boxes were retried"

@@ -25,6 +25,15 @@ from groundedit.models.perception.runtime import resolve_device, resolve_dtype
 _UPSAMPLE_CHUNK = 16
 
 
+def load_sam(path: str | Path, dtype: torch.dtype = torch.float32):
+    """SAM (``transformers.SamModel``, on the CPU in ``dtype``) and its processor settings, from a hub id or a
+    ``save_pretrained`` directory. The grounding stage and training both load SAM through this."""
+    from transformers import SamModel
+
+    model = SamModel.from_pretrained(str(path), dtype=dtype)
+    return model, ImageProcessorSettings.from_dict(read_image_processor_config(path))
+
+
 class SamSegmenter:
     """Segments boxes with SAM; returns boolean masks at image size and SAM's predicted IoU per mask."""
 
@@ -38,11 +47,8 @@ class SamSegmenter:
     @classmethod
     def from_pretrained(cls, path: str | Path, device=None, dtype=None, **kwargs) -> SamSegmenter:
         """Load model and processor settings from a hub id or a ``save_pretrained`` directory."""
-        from transformers import SamModel
-
         device = resolve_device(device)
-        model = SamModel.from_pretrained(str(path), dtype=resolve_dtype(dtype, device))
-        settings = ImageProcessorSettings.from_dict(read_image_processor_config(path))
+        model, settings = load_sam(path, resolve_dtype(dtype, device))
         return cls(model, settings, device=device, dtype=dtype, **kwargs)
 
     @torch.inference_mode()
