@@ -118,8 +118,8 @@ def child_ingest(inp: str, out: str) -> dict:
         "written": _io_written() - base_io,
         "rss_base_kb": base_rss,
         "rss_peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        "units": summary["ingest"]["units"],
-        "images": summary["ingest"]["rows"],
+        "units": summary.stages["ingest"].units_planned,
+        "images": summary.stages["ingest"].rows_in,
     }
 
 

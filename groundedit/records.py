@@ -8,21 +8,32 @@ Schema is generated into ``manifests/export_record.schema.json``.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 EditType = Literal["color change", "remove", "replace", "add", "appearance", "others"]
-EDIT_TYPES: tuple[str, ...] = ("color change", "remove", "replace", "add", "appearance", "others")
+EDIT_TYPES: tuple[str, ...] = get_args(EditType)
 CandidateSource = Literal["sa1b", "grounded-sam", "mined", "whole-image"]
 Dataset = Literal["sa1b", "images", "pairs"]
 Recipe = Literal["sa1b", "pairs"]
-RECIPES: tuple[str, ...] = ("sa1b", "pairs")
+RECIPES: tuple[str, ...] = get_args(Recipe)
 PairKind = Literal["jsonl", "bagel-parquet", "hf", "shards"]
-PAIR_KINDS: tuple[str, ...] = ("jsonl", "bagel-parquet", "hf", "shards")
+PAIR_KINDS: tuple[str, ...] = get_args(PairKind)
 EditKind = Literal["change", "remove", "add"]
 
 BoxXYXY = tuple[float, float, float, float]
+
+# The chain of thought's JSON keys (the paper's answer format), in step order: steps 1-2 ground the
+# target in text, 3-4 describe the edit. Every model of a CoT (here, the VLM's answer, training's
+# reader, the HF export) takes its keys from these.
+COT_KEYS: tuple[str, str, str, str] = (
+    "1_Scene_Description",
+    "2_Target_Localization",
+    "3_Editing_Description",
+    "4_Post_Edit_Description",
+)
+SCENE, TARGET, EDITING, POST_EDIT = COT_KEYS
 
 
 class _Record(BaseModel):
@@ -95,13 +106,17 @@ class Candidate(_Record):
     text_score: float | None = None
 
 
-class CoT(_Record):
+class _CoTSteps(BaseModel):
+    scene_description: str = Field(alias=SCENE)
+    target_localization: str = Field(alias=TARGET)
+    editing_description: str = Field(alias=EDITING)
+    post_edit_description: str = Field(alias=POST_EDIT)
+
+
+class CoT(_CoTSteps):
     """The 4-step chain of thought: steps 1-2 ground the target in text, steps 3-4 describe the edit."""
 
-    scene_description: str = Field(alias="1_Scene_Description")
-    target_localization: str = Field(alias="2_Target_Localization")
-    editing_description: str = Field(alias="3_Editing_Description")
-    post_edit_description: str = Field(alias="4_Post_Edit_Description")
+    model_config = _Record.model_config
 
 
 class Instructions(_Record):
@@ -298,11 +313,8 @@ class ExportTarget(_Strict):
     mask: Literal["mask.png"] = "mask.png"
 
 
-class ExportCoT(_Strict):
-    scene_description: str = Field(alias="1_Scene_Description")
-    target_localization: str = Field(alias="2_Target_Localization")
-    editing_description: str = Field(alias="3_Editing_Description")
-    post_edit_description: str = Field(alias="4_Post_Edit_Description")
+class ExportCoT(_CoTSteps):
+    model_config = _Strict.model_config
 
 
 class ExportInstructions(_Strict):

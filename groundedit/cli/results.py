@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from groundedit.cli.app import CliError, app, check_profile, console
+from groundedit.formats.runfolder import RunFolder
 from groundedit.specs import DEFAULT_PROFILE
 
 
@@ -119,7 +120,6 @@ def eval_(
     import itertools
 
     from groundedit.evaluation import (
-        RUN_RESULTS,
         EditJudge,
         EvalOptions,
         evaluate,
@@ -135,7 +135,8 @@ def eval_(
     if profile is None:
         profile = run.profile if run is not None else DEFAULT_PROFILE
     if to is None:
-        to = bench / RUN_RESULTS if run is not None else Path("eval-results")
+        # a scored run folder's results go to <run>/eval/ (beside report/) unless --to says
+        to = RunFolder(bench).eval if run is not None else Path("eval-results")
     check_profile(profile)
     if (lpips_backbone is None) != (lpips_linear is None):
         raise CliError("LPIPS needs both --lpips-backbone and --lpips-linear")

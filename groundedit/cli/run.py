@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from groundedit.cli.app import CliError, app, check_profile, console
 from groundedit.cli.native_stderr import NativeStderr
 from groundedit.formats.runfolder import RunFolder
 from groundedit.specs import DEFAULT_PROFILE, SpecError
+
+if TYPE_CHECKING:
+    from groundedit.engine.summary import QuarantinedUnit, RunSummary
 
 
 class _ProgressView:
@@ -215,11 +218,10 @@ def run(
         finally:
             ex.close()
             if native is not None and RunFolder(config.out).manifests.is_dir():
-                native.save(RunFolder(config.out).logs / "ray-driver.log")
+                native.save(RunFolder(config.out).driver_log)
     _print_summary(config.out, summary)
-    failed = {(name, u): err for name, s in summary.items() for u, err in s.get("quarantined", {}).items()}
-    if failed:
-        _print_quarantined(config.out, failed)
+    if summary.quarantined:
+        _print_quarantined(config.out, summary.quarantined)
         raise typer.Exit(3)
 
 
@@ -233,46 +235,43 @@ def _notice(message: str) -> None:
     console.print(f"note: {message}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _print_summary(out: Path, summary: dict[str, dict]) -> None:
+def _print_summary(out: Path, summary: RunSummary) -> None:
     """One closing line: what was exported, or why nothing was."""
-    dropped: Counter = Counter()
-    for name, s in summary.items():
-        for reason, n in s.get("rejected", {}).items():
-            dropped[f"{name}/{reason}"] += n
-    top = ", ".join(f"{k} {v}" for k, v in dropped.most_common(3))
-    sink = next((s for s in summary.values() if "shards" in s), None)
+    top = ", ".join(f"{k} {v}" for k, v in summary.dropped().most_common(3))
+    sink = summary.sink
     if sink is None:
-        stage, s = list(summary.items())[-1]
-        line = f"{stage}: {s['kept']} kept, {sum(s['rejected'].values())} dropped"
+        last = list(summary.stages.values())[-1]
+        line = f"{last.stage}: {last.kept} kept, {sum(last.rejected.values())} dropped"
         console.print(line + (f" (top reasons: {top})" if top else ""), markup=False, highlight=False)
         return
-    if sink["samples"] == 0:
+    folder = RunFolder(out)
+    if sink.exported == 0:
         console.print(
             f"warning: 0 samples exported; top drop reasons: {top or 'none recorded'} "
-            f"(every dropped sample is in {out / 'rejected.parquet'}; see `groundedit status --out {out}`)",
+            f"(every dropped sample is in {folder.rejected}; see `groundedit status --out {out}`)",
             markup=False,
             highlight=False,
             soft_wrap=True,
         )
         return
-    n, k = sink["samples"], sink["shards"]
+    n, k = sink.exported, sink.shards
     console.print(
-        f"exported {n} sample{'' if n == 1 else 's'} in {k} shard{'' if k == 1 else 's'} to {out / 'shards'}"
-        f"; dropped samples with reasons in {out / 'rejected.parquet'}",
+        f"exported {n} sample{'' if n == 1 else 's'} in {k} shard{'' if k == 1 else 's'} to {folder.shards}"
+        f"; dropped samples with reasons in {folder.rejected}",
         markup=False,
         highlight=False,
         soft_wrap=True,
     )
 
 
-def _print_quarantined(out: Path, failed: dict[tuple[str, str], str]) -> None:
+def _print_quarantined(out: Path, failed: list[QuarantinedUnit]) -> None:
     lines = [
         f"error: {len(failed)} unit{'' if len(failed) == 1 else 's'} failed every attempt and "
         f"{'was' if len(failed) == 1 else 'were'} set aside (the rest of the run finished); "
         f"rerun `groundedit run --out {out}` to retry:"
     ]
-    for (stage, unit), err in list(failed.items())[:10]:
-        lines.append(f"  {stage} {unit}: {err.splitlines()[-1] if err else 'failed'}")
+    for q in failed[:10]:
+        lines.append(f"  {q.stage} {q.unit}: {q.error.splitlines()[-1] if q.error else 'failed'}")
     if len(failed) > 10:
         lines.append(f"  ... and {len(failed) - 10} more (see `groundedit status --out {out}`)")
     console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from groundedit.formats.manifest import digest
 from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.tar import DIGEST_ALGORITHM
-from groundedit.specs import SpecError, StageSpec, load_pipeline, load_spec
+from groundedit.specs import RECIPE_FILES, SpecError, StageSpec, load_pipeline, load_spec
 from groundedit.stages import STAGES, SinkStage, SourceStage, Stage
 
 
@@ -32,6 +32,7 @@ class StageChain:
             self.specs[name] = spec.for_workers()
             self.classes[name] = STAGES[name]
         self._check_shape()
+        check_contracts(self.order, STAGES, f"stages/{RECIPE_FILES[config.recipe]}")
         self.hashes = self._chain_hashes()
 
     def _check_shape(self) -> None:
@@ -65,3 +66,31 @@ class StageChain:
 
     def later(self, name: str) -> list[str]:
         return self.order[self.order.index(name) + 1 :]
+
+
+def check_contracts(
+    order: list[str], registry: dict[str, type], pipeline_file: str = "stages/pipeline.yaml"
+) -> None:
+    """Refuse, in one line, an order in which a stage reads a field that neither the source nor an
+    earlier stage writes (:attr:`~groundedit.stages.base.BaseStage.reads`), naming who writes it
+    (a later stage, or a stage of ``registry`` the pipeline lacks)."""
+    written: list[str] = []
+    for i, name in enumerate(order):
+        for field in registry[name].reads:
+            if any(_provides(w, field) for w in written):
+                continue
+            later = [n for n in order[i + 1 :] if any(_provides(w, field) for w in registry[n].writes)]
+            elsewhere = [n for n, c in registry.items() if any(_provides(w, field) for w in c.writes)]
+            if later:
+                why = f"which '{later[0]}' writes after it: put '{later[0]}' before '{name}'"
+            elif elsewhere:
+                why = f"which only '{elsewhere[0]}' writes, and the pipeline has no '{elsewhere[0]}'"
+            else:
+                why = "which no stage writes"
+            raise SpecError(f"{pipeline_file}: stage '{name}' reads '{field}', {why}")
+        written += registry[name].writes
+
+
+def _provides(written: str, field: str) -> bool:
+    """Whether writing ``written`` fills ``field`` in (a field, or one part of one)."""
+    return field == written or field.startswith(written + ".")

@@ -13,26 +13,24 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from groundedit.engine import shared_storage
 from groundedit.engine.chain import StageChain
 from groundedit.engine.executors import Executor, LocalExecutor
 from groundedit.engine.planning import PlanReader, PlanWriter, SourcePlanner
 from groundedit.engine.runlock import run_lock
-from groundedit.engine.runner import unit_paths
 from groundedit.engine.schedule import ResourceError, check_gpus, waves, worker_resources
 from groundedit.engine.sharding import OutputCombiner
-from groundedit.engine.tickets import Outcome
+from groundedit.engine.summary import RunSummary
 from groundedit.engine.worker import MAX_ATTEMPTS, StageJob, run_with_env
 from groundedit.faults import crash_point
 from groundedit.formats.commits import CommitStore
 from groundedit.formats.manifest import StageSummary
 from groundedit.formats.runconfig import RunConfig
+from groundedit.formats.runfolder import RunFolder, unit_files, unit_of
 from groundedit.formats.scan import IMAGE_EXTENSIONS
-from groundedit.formats.shards import REJECTED_DIR
 
 # settings a worker must see as the driver does (tiny-model cache, spec/prompt folders, HF cache)
 WORKER_ENV_PREFIXES = ("GROUNDEDIT_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_")
@@ -52,41 +50,6 @@ class StageEvent:
     units_done: int = 0
     kept: int = 0
     rejected: int = 0
-
-
-@dataclass
-class _Tally:
-    """What the units leaving a wave say about one stage."""
-
-    done: int = 0
-    ran: int = 0
-    blocked: int = 0
-    rows_in: int = 0
-    kept: int = 0
-    rejected: Counter = field(default_factory=Counter)
-    quarantined: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-    setup_seconds: float = 0.0
-    gpu_seconds: float = 0.0
-    devices: set[str] = field(default_factory=set)
-    nodes: Counter = field(default_factory=Counter)
-
-    def add(self, unit: str, o: Outcome) -> None:
-        if o.ok:
-            self.done += 1
-            self.nodes[o.node] += 1
-            self.ran += o.state == "ran"
-            self.rows_in += o.rows_in
-            self.kept += o.kept
-            self.rejected.update(o.rejected)
-            self.seconds += o.seconds
-            self.setup_seconds += o.setup_seconds
-            self.gpu_seconds += o.gpu_seconds
-            self.devices.add(o.device)
-        elif o.state == "quarantined":
-            self.quarantined[unit] = o.error or "failed"
-        else:
-            self.blocked += 1
 
 
 def worker_env() -> dict[str, str]:
@@ -119,9 +82,9 @@ class Pipeline:
 
     # --- running -------------------------------------------------------------------------------
 
-    def run(self, only: str | None = None) -> dict[str, dict]:
-        """Run every stage, or just ``only``; return per-stage summaries (quarantined units in each
-        stage's ``quarantined``). Holds the run folder's lock throughout."""
+    def run(self, only: str | None = None) -> RunSummary:
+        """Run every stage, or just ``only``; return what each stage did (its saved summary) and the
+        units set aside. Holds the run folder's lock throughout."""
         if only is not None and only not in self.order:
             raise PipelineError(f"unknown stage '{only}' (choose from: all, {', '.join(self.order)})")
         names = [only] if only else self.order
@@ -151,9 +114,9 @@ class Pipeline:
                 self._write_plan(planned)
             else:
                 self._check_upstream(names[0])
-            summary: dict[str, dict] = {}
+            summary = RunSummary()
             for wave in waves(names, specs, capacity, self.schedule):
-                summary.update(self._run_wave(wave, PlanReader(c.out), capacity))
+                self._run_wave(wave, PlanReader(c.out), capacity, summary)
             return summary
 
     def preflight(self, names: list[str]) -> None:
@@ -177,7 +140,7 @@ class Pipeline:
         """Stop before any work when a node cannot see ``--out`` or ``--input`` (DESIGN §7)."""
         c = self.config
         bad = shared_storage.unseen(
-            self.executor.on_every_node, c.out / "manifests", "storage-probe", c.input
+            self.executor.on_every_node, RunFolder(c.out).manifests, "storage-probe", c.input
         )
         if bad:
             node, why = next(iter(bad.items()))
@@ -237,22 +200,22 @@ class Pipeline:
         """Forget units that left the plan (a lower --limit, a removed input file) at every stage."""
         for name in self.order:
             gone = {u for u in self.commits.units(name) if u not in planned}
-            data = self.config.out / "data" / name
+            data = RunFolder(self.config.out).data(name)
             if data.is_dir():
                 for p in data.iterdir():
-                    unit = _unit_of(p.name)
+                    unit = unit_of(p.name)
                     if unit is not None and unit not in planned:
                         gone.add(unit)
             for unit in gone:
                 self.commits.forget(name, unit)
-                for rel in unit_paths(name, unit).values():
+                for rel in unit_files(name, unit).all():
                     (self.config.out / rel).unlink(missing_ok=True)
 
     def _clean_temp(self, names: list[str]) -> None:
         """Temp files of writers that were killed (no worker runs while the driver holds the lock)."""
-        out = self.config.out
-        folders = [out / "shards", out / REJECTED_DIR, out / "manifests"]
-        folders += [out / d / n for n in names for d in ("data", "commits")]
+        run = RunFolder(self.config.out)
+        folders = [run.shards, run.rejected, run.manifests]
+        folders += [f for n in names for f in (run.data(n), run.commit_dir(n))]
         for folder in folders:
             if folder.is_dir():
                 for p in folder.glob(".*.tmp-*"):
@@ -283,13 +246,18 @@ class Pipeline:
             )
         return jobs
 
-    def _run_wave(self, wave: list[str], plan: PlanReader, capacity: dict[str, float]) -> dict[str, dict]:
+    def _run_wave(
+        self, wave: list[str], plan: PlanReader, capacity: dict[str, float], summary: RunSummary
+    ) -> None:
         c, sink = self.config, self.chain.sink
         planned = plan.info().units
-        tallies = {n: _Tally() for n in wave}
         events = {n: StageEvent(n, "start", units_total=planned) for n in wave}
-        for ev in events.values():
-            self.on_event(ev)
+        for name in wave:
+            spec_hash, chain_hash = self.chain.specs[name].spec_hash(), self.chain.hashes[name]
+            summary.start(
+                StageSummary(stage=name, spec_hash=spec_hash, chain_hash=chain_hash, units_planned=planned)
+            )
+            self.on_event(events[name])
         combiner = None
         if sink in wave:
             params = self.chain.classes[sink].Params.model_validate(self.chain.specs[sink].params)
@@ -301,59 +269,26 @@ class Pipeline:
         window = self.window or max(8, 2 * sum(self.chain.specs[n].workers for n in wave))
         for ticket in self.executor.stream(self._jobs(wave, capacity), plan.tickets(), window):
             for name in wave:
-                o = ticket.outcome(name)
-                tallies[name].add(ticket.unit, o)
-                ev = events[name]
+                summary.count(ticket.unit, ticket.outcome(name))
+                s, ev = summary.stages[name], events[name]
                 ev.kind, ev.units_done = "advance", ev.units_done + 1
-                ev.kept, ev.rejected = tallies[name].kept, sum(tallies[name].rejected.values())
+                ev.kept, ev.rejected = s.kept, sum(s.rejected.values())
                 self.on_event(ev)
             if combiner is not None:
                 combiner.add(ticket)
             crash_point("run:ticket-done")
-        outputs = combiner.finish() if combiner is not None else {}
-        summary = {}
+        output = combiner.finish() if combiner is not None else None
         for name in wave:
-            t = tallies[name]
-            record = StageSummary(
-                stage=name,
-                spec_hash=self.chain.specs[name].spec_hash(),
-                chain_hash=self.chain.hashes[name],
-                units_planned=planned,
-                units_done=t.done,
-                units_ran=t.ran,
-                units_blocked=t.blocked,
-                units_quarantined=len(t.quarantined),
-                rows_in=t.rows_in,
-                kept=t.kept,
-                rejected=dict(t.rejected),
-                complete=t.done == planned,
-                seconds=round(t.seconds, 3),
-                setup_seconds=round(t.setup_seconds, 3),
-                gpu_seconds=round(t.gpu_seconds, 3),
-                devices=sorted(t.devices),
-                nodes=dict(sorted(t.nodes.items())),
-            )
+            record = summary.seal(name)
             if name == sink:
-                record.shards, record.exported = outputs["shards"], outputs["samples"]
-                record.rejected_rows = outputs["rejected_rows"]
-                record.kept = outputs["samples"]
+                record.shards, record.exported = output.shards, output.samples
+                record.rejected_rows = output.rejected_rows
+                record.kept = output.samples
             record.save(c.out)
-            if t.ran:
+            if record.units_ran:
                 self._invalidate_after(name, wave)
             events[name].kind = "done"
             self.on_event(events[name])
-            summary[name] = {
-                "units": planned,
-                "ran": t.ran,
-                "rows": t.rows_in,
-                "kept": t.kept,
-                "rejected": dict(t.rejected),
-                "blocked": t.blocked,
-                "quarantined": dict(t.quarantined),
-            }
-            if name == sink:
-                summary[name] |= {"kept": outputs["samples"], "rejected": {}, **outputs}
-        return summary
 
     def _invalidate_after(self, name: str, wave: list[str]) -> None:
         """A stage that processed units may have changed its output: later stages this wave did
@@ -365,10 +300,3 @@ class Pipeline:
             if s is not None and s.complete:
                 s.complete = False
                 s.save(self.config.out)
-
-
-def _unit_of(filename: str) -> str | None:
-    for suffix in (".rejected.parquet", ".parquet", ".tar"):
-        if filename.endswith(suffix) and not filename.startswith("."):
-            return filename[: -len(suffix)]
-    return None

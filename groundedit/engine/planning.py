@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 from groundedit.engine.tickets import Ticket
 from groundedit.formats.commits import CommitStore, FileStamp
 from groundedit.formats.manifest import atomic_write_bytes, digest
+from groundedit.formats.runfolder import PLAN_INFO, PLAN_PART, PLAN_PARTS, RunFolder
 from groundedit.formats.scan import KeyIndex
 from groundedit.formats.tar import DIGEST_ALGORITHM, file_digest
 from groundedit.records import BlobRef, SourceEntry
@@ -52,15 +53,11 @@ class PlanInfo(BaseModel):
     rows: int
 
 
-def plan_dir(out: Path) -> Path:
-    return Path(out) / "manifests" / "plan"
-
-
 class PlanWriter:
     """Writes a plan into a temp folder and swaps it in on :meth:`commit`."""
 
     def __init__(self, out: Path):
-        self.final = plan_dir(out)
+        self.final = RunFolder(out).plan
         self.tmp = self.final.with_name(f".plan.tmp-{os.getpid()}")
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
@@ -95,7 +92,7 @@ class PlanWriter:
         return ticket
 
     def _name(self) -> str:
-        return f"part-{self._part:06d}.parquet"
+        return PLAN_PART.format(self._part)
 
     def _close_part(self) -> None:
         if self._writer is not None:
@@ -105,7 +102,7 @@ class PlanWriter:
     def commit(self) -> None:
         self._close_part()
         info = PlanInfo(units=self.units, rows=self.rows)
-        atomic_write_bytes(self.tmp / "plan.json", info.model_dump_json().encode())
+        atomic_write_bytes(self.tmp / PLAN_INFO, info.model_dump_json().encode())
         old = self.final.with_name(f".plan.old-{os.getpid()}")
         if self.final.exists():
             self.final.rename(old)
@@ -121,18 +118,18 @@ class PlanReader:
     """The plan of the last planning (``manifests/plan/``)."""
 
     def __init__(self, out: Path):
-        self.dir = plan_dir(out)
+        self.dir = RunFolder(out).plan
         self._open: tuple[str, pq.ParquetFile] | None = None  # the part file read last
 
     def exists(self) -> bool:
-        return (self.dir / "plan.json").is_file()
+        return (self.dir / PLAN_INFO).is_file()
 
     def info(self) -> PlanInfo:
-        return PlanInfo.model_validate_json((self.dir / "plan.json").read_bytes())
+        return PlanInfo.model_validate_json((self.dir / PLAN_INFO).read_bytes())
 
     def tickets(self) -> Iterator[Ticket]:
         """Every planned unit, in plan order (entries left on disk)."""
-        for part in sorted(self.dir.glob("part-*.parquet")):
+        for part in sorted(self.dir.glob(PLAN_PARTS)):
             table = pq.read_table(part, columns=["seq", "unit", "rows", "fingerprint"])
             for i, row in enumerate(table.to_pylist()):
                 yield Ticket(**row, plan_part=part.name, plan_row=i)

@@ -26,9 +26,9 @@ from groundedit.engine.planning import PlanReader
 from groundedit.engine.runner import Unit, run_sink_unit, run_unit, setup_stage
 from groundedit.engine.tickets import Outcome, Ticket
 from groundedit.faults import crash_point
-from groundedit.formats.commits import CommitStore, RejectedPart, UnitCommit, UnitFailure
-from groundedit.formats.manifest import digest
+from groundedit.formats.commits import CommitStore, RejectedPart, UnitCommit, UnitFailure, sink_input
 from groundedit.formats.runconfig import RunConfig
+from groundedit.formats.runfolder import producer_of
 from groundedit.formats.tar import BlobChanged
 from groundedit.specs import StageSpec
 from groundedit.stages.base import SinkStage, SourceStage
@@ -102,11 +102,10 @@ class StageWorker:
             return None
         if not job.earlier:
             return up.output_fingerprint, [up]
-        # the sink takes every stage's rejected rows for the unit: its input is all of their outputs
         ups = [self.commits.read(s, ticket.unit) for s in job.earlier]
         if any(c is None for c in ups):
             return None
-        return digest([(c.stage, c.output_fingerprint) for c in ups]), ups
+        return sink_input(ups), ups
 
     def _run(self, ticket: Ticket, fingerprint: str, upstream: list[UnitCommit]) -> Outcome:
         job, unit = self.job, ticket.unit
@@ -170,8 +169,7 @@ class StageWorker:
     def _invalidate_producer(self, e: BlobChanged, unit: str) -> None:
         """Forget the commit of the stage that made the changed bytes, so the next run redoes it
         (input files: the source stage; ``data/<stage>/...``: that stage)."""
-        parts = Path(e.ref.path).parts
-        producer = parts[1] if len(parts) >= 3 and parts[0] == "data" else None
+        producer = producer_of(e.ref.path)
         if producer is None and not Path(e.ref.path).is_absolute():
             return
         self.commits.remove(producer or self.job.source, unit)

@@ -17,6 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from groundedit import __version__
+from groundedit.formats.runfolder import RunFolder
 
 SCHEMA_VERSION = 2
 
@@ -77,9 +78,13 @@ class StageSummary(BaseModel):
     exported: int | None = Field(None, description="sink: samples in the shards")
     rejected_rows: int | None = Field(None, description="sink: rows of rejected.parquet")
 
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
     @staticmethod
     def path(out: Path, stage: str) -> Path:
-        return Path(out) / "manifests" / f"{stage}.json"
+        return RunFolder(out).summary(stage)
 
     @classmethod
     def load(cls, out: Path, stage: str) -> StageSummary | None:

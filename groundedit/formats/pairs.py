@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from groundedit.formats.bagel_parquet import IMAGE_LIST, INSTRUCTION_LIST
 from groundedit.formats.keys import sample_key
-from groundedit.formats.runfolder import is_run_folder
+from groundedit.formats.runfolder import RunFolder, is_run_folder
 from groundedit.formats.scan import group_id
 from groundedit.formats.tar import scan_tar
 from groundedit.records import PAIR_KINDS, BlobRef, Cell, PairEntry, SourceEntry
@@ -99,7 +99,7 @@ def guess_kind(path: Path) -> str:
     tables = _tables(path)
     if tables:
         return _table_kind(tables[0])
-    if any(path.glob("*.tar")) or (path / "shards").is_dir():
+    if any(path.glob("*.tar")) or RunFolder(path).shards.is_dir():
         return "shards"
     raise PairInputError(
         f"cannot tell what kind of pairs input {path} is (no .jsonl manifest, Parquet, Arrow or "
@@ -129,6 +129,8 @@ def iter_pair_groups(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"input {path} does not exist")
+    if kind != "shards" and path.is_dir() and is_run_folder(path):
+        raise PairInputError(f"the input {path} is a groundedit run folder: use --input-kind shards")
     if kind == "jsonl":
         manifests = [path] if path.is_file() else sorted(path.glob("*.jsonl"))
         if not manifests:
@@ -150,7 +152,8 @@ def iter_pair_groups(
             yield group_id(f.relative_to(root).as_posix()), _table_entries(f, root, mapping)
     elif kind == "shards":
         root = path.parent if path.is_file() else path
-        folder = path / "shards" if path.is_dir() and (path / "shards").is_dir() else path
+        run_shards = RunFolder(path).shards
+        folder = run_shards if path.is_dir() and run_shards.is_dir() else path
         tars = [path] if path.is_file() else sorted(folder.glob("*.tar"))
         skip = exclude.resolve() if exclude is not None else None
         for t in tars:
@@ -159,8 +162,6 @@ def iter_pair_groups(
             yield group_id(t.relative_to(root).as_posix()), _shard_entries(t, root)
     else:
         raise PairInputError(f"unknown input kind {kind!r} (choose from: {', '.join(PAIR_KINDS)})")
-    if kind != "shards" and path.is_dir() and is_run_folder(path):
-        raise PairInputError(f"the input {path} is a groundedit run folder: use --input-kind shards")
 
 
 def _key(text: str, identity: str) -> str:

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from groundedit import __version__
-from groundedit.formats.rundata import RejectedSample, RunData, StageSummary
+from groundedit.formats.manifest import StageSummary
+from groundedit.formats.rundata import RejectedSample, RunData
 from groundedit.report.thumbs import write_thumb
 
 KEPT_IMAGES = {"src": "src.jpg", "grounded": "grounded.jpg", "edited": "edited.jpg"}

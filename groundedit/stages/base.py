@@ -50,6 +50,14 @@ class BaseStage(ABC):
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = NoParams
     uses_seed: ClassVar[bool] = False
+    # The stage's contract with the :class:`Sample` (NeMo Curator style). A name is a Sample field, or
+    # ``field.part`` for one part of it (``scores.ega``, ``artifacts.src.jpg``). ``reads``: what the stage
+    # needs, so the source or an earlier stage must write it (the chain checks the order at load);
+    # ``reads_if_present``: what it uses when an earlier stage wrote it; ``writes``: what it fills in.
+    # Rejecting a sample and appending to its provenance are every stage's protocol, not a contract.
+    reads: ClassVar[tuple[str, ...]] = ()
+    reads_if_present: ClassVar[tuple[str, ...]] = ()
+    writes: ClassVar[tuple[str, ...]] = ()
     # Seconds ``setup()`` took that no unit record has been charged with yet (see runner.setup_stage).
     unbilled_setup_seconds: float = 0.0
 

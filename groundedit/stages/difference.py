@@ -8,6 +8,11 @@ pixels changed is a global edit (style, light, weather): rejected as ``global_ed
 ``keep_global`` kept for reasoning with the whole picture as its region. Otherwise the difference is
 the sample's provisional target (``candidate_source: mined``), which ``localize`` checks and
 ``segment`` makes precise.
+
+A pair it keeps gets ``edited.jpg``: the given target in the source's frame (a rescale undone), the
+very pixels the difference was taken on, encoded as ``render`` encodes ``src.jpg``. It is written
+here rather than in ``render`` because only this recipe has it, and a shared stage's contract says
+what it writes in every recipe.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from groundedit.image import masks
-from groundedit.image.codec import SampleError
+from groundedit.image.codec import SampleError, encode_jpeg
 from groundedit.image.difference import ChangeParams, change_region
 from groundedit.image.pixels import source_image, target_image
 from groundedit.records import Candidate, MinedRegion, Sample, format_score
@@ -39,6 +44,7 @@ class DifferenceParams(BaseModel):
     keep_global: bool = Field(
         False, description="keep global edits (whole picture as region) instead of rejecting"
     )
+    jpeg_quality: int = Field(95, ge=50, le=100, description="of edited.jpg (render's for src.jpg)")
 
 
 def whole_image(width: int, height: int) -> Candidate:
@@ -56,19 +62,23 @@ def whole_image(width: int, height: int) -> Candidate:
 class DifferenceStage(Stage):
     name = "difference"
     Params = DifferenceParams
+    reads = ("key", "source", "pair")
+    # the pair's mining state: its region, or for a kept global edit the flag
+    writes = ("target", "pair", "artifacts.edited.jpg")
 
     def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
         out = []
         for s in batch:
             try:
-                out.append(self._mine(s))
+                out.append(self._mine(s, io))
             except SampleError as e:
                 out.append(s.reject(self.name, e.reason, e.detail))
         return out
 
-    def _mine(self, s: Sample) -> Sample:
+    def _mine(self, s: Sample, io: UnitIO) -> Sample:
         p = self.params
-        src, tgt = np.asarray(source_image(s)), np.asarray(target_image(s))
+        target_picture = target_image(s)
+        src, tgt = np.asarray(source_image(s)), np.asarray(target_picture)
         found = change_region(
             src, tgt, ChangeParams(p.threshold, p.blur_sigma, p.open_radius, p.close_radius, p.min_component)
         )
@@ -78,7 +88,13 @@ class DifferenceStage(Stage):
             if not p.keep_global:
                 return s.reject(self.name, "global_edit", detail)
             pair = s.pair.model_copy(update={"global_edit": True})
-            return s.model_copy(update={"pair": pair, "target": whole_image(s.source.width, s.source.height)})
+            return s.model_copy(
+                update={
+                    "pair": pair,
+                    "target": whole_image(s.source.width, s.source.height),
+                    "artifacts": self._edited(s, target_picture, io),
+                }
+            )
         if found.box is None or found.fraction < p.min_fraction:
             detail = (
                 f"{format_score(found.fraction)} of the picture changed (< {format_score(p.min_fraction)})"
@@ -101,4 +117,14 @@ class DifferenceStage(Stage):
             area=region.pixel_area,
             score=1.0,
         )
-        return s.model_copy(update={"pair": s.pair.model_copy(update={"region": region}), "target": target})
+        return s.model_copy(
+            update={
+                "pair": s.pair.model_copy(update={"region": region}),
+                "target": target,
+                "artifacts": self._edited(s, target_picture, io),
+            }
+        )
+
+    def _edited(self, s: Sample, picture, io: UnitIO) -> dict:
+        data = encode_jpeg(picture, self.params.jpeg_quality)
+        return {**s.artifacts, "edited.jpg": io.artifacts.add(f"{s.key}.edited.jpg", data)}

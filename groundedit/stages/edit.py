@@ -57,6 +57,9 @@ class EditStage(Stage):
     name = "edit"
     Params = EditParams
     uses_seed = True
+    reads = ("key", "source", "target", "edit_type", "instructions")
+    reads_if_present = ("artifacts.src.jpg",)  # spliced into rather than encoding edited.jpg whole
+    writes = ("scores.ega", "scores.change_outside", "scores.change_inside", "artifacts.edited.jpg")
 
     def setup(self) -> None:
         from groundedit.models.editors import load_editor, load_inpainter

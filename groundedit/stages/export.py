@@ -21,7 +21,6 @@ from groundedit.formats.tar import TarWriter, blob_digest, read_blob
 from groundedit.records import ExportRecord, Provenance, Sample
 from groundedit.stages.base import SinkStage
 
-SHARD_PATTERN = "groundedit-{:06d}.tar"
 IMAGE_MEMBERS = ("src.jpg", "grounded.jpg", "edited.jpg", "mask.png")
 
 
@@ -111,6 +110,9 @@ class ExportStage(SinkStage):
 
     name = "export"
     Params = ExportParams
+    reads = ("key", "source", "target")
+    # the record's later fields are null (and its images absent) when the run's pipeline lacks their stage
+    reads_if_present = ("tags", "edit_type", "instructions", "cot", "scores", "artifacts", "pair")
 
     def sample_members(self, s: Sample) -> list[tuple[str, bytes, str]]:
         """``(member, bytes, digest)`` of each member of the sample's export, the record last."""

@@ -52,6 +52,7 @@ class IngestParams(BaseModel):
 class IngestStage(SourceStage):
     name = "ingest"
     Params = IngestParams
+    writes = ("key", "source", "candidates")  # SA-1B annotations: candidates before any model
 
     def plan(self, keys: KeyIndex) -> Iterator[tuple[str, list[SourceEntry]]]:
         return iter_units(

@@ -49,6 +49,8 @@ def draw_edit_type(seed: int, key: str, weights: dict[str, float]) -> str:
 class InstructStage(ChatStage):
     name = "instruct"
     Params = InstructParams
+    reads = ("key", "source", "target")
+    writes = ("edit_type", "instructions", "cot")
 
     def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
         from groundedit.models.chat import InstructionAnswer, ask_validated, instruct_request

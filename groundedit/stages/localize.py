@@ -37,6 +37,8 @@ def from_grid(box: tuple[int, int, int, int], width: int, height: int) -> tuple[
 class LocalizeStage(ChatStage):
     name = "localize"
     Params = LocalizeParams
+    reads = ("key", "source", "pair", "instructions", "target")
+    writes = ("pair.region", "target.score")
 
     def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
         from groundedit.models.chat import RegionAnswer, ask_validated, region_request

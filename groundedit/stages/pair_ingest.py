@@ -43,6 +43,7 @@ def is_rescale(a: tuple[int, int], b: tuple[int, int]) -> bool:
 class PairIngestStage(IngestStage):
     name = "pair_ingest"
     Params = IngestParams
+    writes = ("key", "source", "instructions", "pair")
 
     def input_kind(self) -> str:
         return self.config.input_kind or guess_kind(self.config.input)

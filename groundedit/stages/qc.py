@@ -23,6 +23,8 @@ class QcParams(ChatParams):
 class QcStage(ChatStage):
     name = "qc"
     Params = QcParams
+    reads = ("key", "source", "target", "instructions", "artifacts.src.jpg", "artifacts.edited.jpg")
+    writes = ("scores.region_edit_accuracy", "scores.seamless_quality")
 
     def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
         from groundedit.models.chat import QCAnswer, ask_validated, qc_request

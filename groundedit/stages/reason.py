@@ -26,6 +26,8 @@ from groundedit.stages.instruct import InstructParams
 class ReasonStage(ChatStage):
     name = "reason"
     Params = InstructParams  # the same sampling and length bounds as instruct (edit type weights unused)
+    reads = ("key", "source", "pair", "target", "instructions")
+    writes = ("edit_type", "cot", "target.label", "pair.got")
 
     def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
         from groundedit.models.chat import ReasoningAnswer, ask_validated, reasoning_request

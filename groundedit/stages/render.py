@@ -2,8 +2,7 @@
 
 Per sample, into the unit's artifact tar: ``src.jpg`` (the source, EXIF-oriented, at the size ingest
 recorded, as 8-bit RGB), ``grounded.jpg`` (the target under a red mask at 50% opacity plus its red
-box) and ``mask.png``; for an edit pair also ``edited.jpg``, the given target in the source's frame
-(a rescale undone), encoded with the same settings.
+box) and ``mask.png`` (an edit pair's ``edited.jpg`` is written by ``difference``).
 Both JPEGs are encoded with the same fixed settings from the same pixels; ``grounded.jpg`` is
 ``src.jpg`` with only the MCU rows that cross the box re-encoded (:mod:`groundedit.image.jpeg_rows`), the
 same bytes a full encode gives at a fraction of its cost. So the two decode to equal pixels outside
@@ -19,7 +18,7 @@ from groundedit.image import masks
 from groundedit.image.codec import SampleError, encode_jpeg, encode_jpeg_rows, encode_mask_png
 from groundedit.image.jpeg_rows import band_rows
 from groundedit.image.overlay import MASK_OPACITY, draw_grounding, line_width
-from groundedit.image.pixels import source_image, target_image
+from groundedit.image.pixels import source_image
 from groundedit.records import Sample
 from groundedit.stages.base import Stage, UnitIO
 
@@ -33,6 +32,8 @@ class RenderParams(BaseModel):
 class RenderStage(Stage):
     name = "render"
     Params = RenderParams
+    reads = ("key", "source", "target")
+    writes = ("artifacts.src.jpg", "artifacts.grounded.jpg", "artifacts.mask.png")
 
     def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
         out = []
@@ -65,8 +66,6 @@ class RenderStage(Stage):
             ),
             "mask.png": io.artifacts.add(f"{s.key}.mask.png", encode_mask_png(mask)),
         }
-        if s.pair is not None:
-            refs["edited.jpg"] = io.artifacts.add(f"{s.key}.edited.jpg", encode_jpeg(target_image(s), q))
         return s.model_copy(
             update={"artifacts": {**s.artifacts, **refs}, "provenance": [*s.provenance, self.provenance()]}
         )

@@ -18,6 +18,8 @@ class RewriteStage(ChatStage):
     name = "rewrite"
     Params = RewriteParams
     model_role = "llm"
+    reads = ("key", "instructions")
+    writes = ("instructions.rewritten",)
 
     def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
         from groundedit.models.chat import RewriteAnswer, ask_validated, rewrite_request

@@ -44,6 +44,8 @@ def segmented_image(s: Sample) -> np.ndarray:
 class SegmentStage(Stage):
     name = "segment"
     Params = SegmentParams
+    reads = ("key", "source", "pair", "target")
+    writes = ("pair.region", "target")
 
     def setup(self) -> None:
         from groundedit.models.hub import quiet_loading, resolve

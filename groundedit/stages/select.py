@@ -38,6 +38,8 @@ class SelectStage(Stage):
     name = "select"
     Params = SelectParams
     uses_seed = True
+    reads = ("key", "source", "candidates")
+    writes = ("target", "num_candidates", "candidates")
 
     def eligible(self, c: Candidate, image_area: int) -> bool:
         p = self.params

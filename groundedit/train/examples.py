@@ -20,6 +20,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from groundedit.image.codec import SampleError, decode_image
+from groundedit.records import EDITING, POST_EDIT, SCENE, TARGET
 
 # Larger than any training image needs; protects the loader from decompression bombs.
 MAX_PIXELS = 64_000_000
@@ -83,10 +84,10 @@ class _Lenient(BaseModel):
 
 
 class _CoT(_Lenient):
-    scene: str = Field(alias="1_Scene_Description")
-    target: str = Field(alias="2_Target_Localization")
-    editing: str = Field(alias="3_Editing_Description")
-    post_edit: str = Field(alias="4_Post_Edit_Description")
+    scene: str = Field(alias=SCENE)
+    target: str = Field(alias=TARGET)
+    editing: str = Field(alias=EDITING)
+    post_edit: str = Field(alias=POST_EDIT)
 
 
 class _Instructions(_Lenient):

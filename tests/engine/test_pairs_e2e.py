@@ -72,7 +72,7 @@ def test_records_carry_the_pair_and_its_reasoning(pairs_run, pairs_input, shard_
 def test_status_adds_up(pairs_run):
     assert RunConfig.load(pairs_run).recipe == "pairs"
     ctx = RunConfig(out=pairs_run, input=pairs_run, profile="tiny", recipe="pairs")
-    statuses = {s.stage: s for s in run_status(StageChain(ctx), pairs_run)}
+    statuses = {s.stage: s for s in run_status(StageChain(ctx))}
     order = load_pipeline(recipe="pairs")
     assert list(statuses) == order
     assert statuses["pair_ingest"].rows_in == 6

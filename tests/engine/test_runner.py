@@ -55,7 +55,7 @@ def test_new_input_adds_units_without_redoing_old_ones(tmp_path, run_pipeline, s
     (tmp_path / "more" / "sa_000001.tar").rename(inp / "sa_000001.tar")
     summary = run_pipeline(inp, out)
     after = CommitStore(out).read_all("render")
-    assert summary["render"]["ran"] == len(after) - len(before) > 0
+    assert summary.stages["render"].units_ran == len(after) - len(before) > 0
     assert all(after[u] == r for u, r in before.items())
 
 

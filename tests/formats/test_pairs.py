@@ -18,6 +18,7 @@ from groundedit.fixtures import jpeg_bytes
 from groundedit.formats.bagel_parquet import SCHEMA as BAGEL_SCHEMA
 from groundedit.formats.pairs import PairInputError, guess_kind, iter_pair_groups, parse_columns
 from groundedit.formats.runconfig import RunConfig
+from groundedit.formats.runfolder import RunFolder
 from groundedit.formats.scan import KeyIndex
 from groundedit.formats.tar import ArtifactPack, TarWriter
 from groundedit.specs import load_spec
@@ -249,7 +250,7 @@ def test_bagel_parquet_official_layout(tmp_path):
 
 
 def test_our_shards_are_read_again(tmp_path):
-    shards = tmp_path / "run" / "shards"
+    shards = RunFolder(tmp_path / "run").shards
     shards.mkdir(parents=True)
     w = TarWriter(shards / "groundedit-000000.tar")
     record = {"key": "k1", "instructions": {"original": "Paint the cup green.", "rewritten": "Green cup."}}
@@ -264,7 +265,7 @@ def test_our_shards_are_read_again(tmp_path):
     w.add("k3.edited.jpg", _jpeg(5))
     w.add("k3.json", b"{broken")
     w.close()
-    assert guess_kind(shards) == "shards"
+    assert guess_kind(shards) == guess_kind(tmp_path / "run") == "shards"
     kept, rejected = ingest(shards, tmp_path / "out", "shards")
     assert [s.key for s in kept] == ["k1"] and kept[0].instructions.original == "Paint the cup green."
     assert reasons(rejected) == {"k2": "image_missing", "k3": "bad_record"}

@@ -9,16 +9,14 @@ carry ``edit_type``: an instruction whose type differs from the one asked for is
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Literal, Self, get_args
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from groundedit.models.chat.constraints import bounded_json_schema, single_line_regex
 from groundedit.models.chat.request import OutputConstraint
-
-EditType = Literal["color change", "remove", "replace", "add", "appearance", "others"]
-EDIT_TYPES: tuple[str, ...] = get_args(EditType)
+from groundedit.records import EDIT_TYPES, EDITING, POST_EDIT, SCENE, TARGET, EditKind, EditType
 
 # Mentions of the overlay we drew (the red box or mask), not of real objects: anchored on "red" or
 # "bounding"/"boxed", so "the cardboard box" or "a red car" still pass. A cheap check by design.
@@ -87,10 +85,10 @@ class SaliencyAnswer(JsonAnswer):
 class ChainOfThought(JsonAnswer):
     """The four reasoning steps: 1-2 ground the target in text, 3-4 describe the edit."""
 
-    scene_description: str = Field(alias="1_Scene_Description", min_length=1)
-    target_localization: str = Field(alias="2_Target_Localization", min_length=1)
-    editing_description: str = Field(alias="3_Editing_Description", min_length=1)
-    post_edit_description: str = Field(alias="4_Post_Edit_Description", min_length=1)
+    scene_description: str = Field(alias=SCENE, min_length=1)
+    target_localization: str = Field(alias=TARGET, min_length=1)
+    editing_description: str = Field(alias=EDITING, min_length=1)
+    post_edit_description: str = Field(alias=POST_EDIT, min_length=1)
 
     @field_validator("*")
     @classmethod
@@ -148,7 +146,7 @@ class Box1000(JsonAnswer):
 class RegionAnswer(JsonAnswer):
     """The VLM's proposal of an edit pair's region: what the edit does there, and the box."""
 
-    edit_kind: Literal["change", "remove", "add"] = Field(alias="Edit_Kind")
+    edit_kind: EditKind = Field(alias="Edit_Kind")
     box: Box1000 = Field(alias="Box")
 
 
