@@ -112,12 +112,37 @@ def run(
     force: bool = typer.Option(
         False, "--force", help="write into an --out folder that holds other files (not a run folder)"
     ),
+    recipe: str | None = typer.Option(
+        None,
+        "--recipe",
+        metavar="sa1b|pairs",
+        help="'sa1b' (photos, edited by the pipeline; the default) or 'pairs' (existing edit pairs: "
+        "their edit region is mined and their reasoning written); a run folder that exists reuses its own",
+    ),
+    input_kind: str | None = typer.Option(
+        None,
+        "--input-kind",
+        metavar="KIND",
+        help="pairs recipe: how to read --input: 'jsonl' (manifest), 'bagel-parquet', 'hf' (Parquet "
+        "files or a save_to_disk folder), 'shards' (our own); default: guessed from the files",
+    ),
+    columns: str | None = typer.Option(
+        None,
+        "--columns",
+        metavar="ROLE=COL,...",
+        help="pairs recipe, --input-kind hf: the columns of source, target, instruction (and id), e.g. "
+        "source=src_img,target=edited_img,instruction=edited_prompt_list; default: MagicBrush or "
+        "OmniEdit names",
+    ),
 ) -> None:
     """Run the pipeline (or one stage) over INPUT into OUT, resuming what is finished."""
     from groundedit.engine.executors import EXECUTORS, make_executor
     from groundedit.engine.pipeline import Pipeline
     from groundedit.engine.schedule import SCHEDULES
     from groundedit.engine.settings import check_out_folder, resolve_config
+    from groundedit.formats.pairs import PairInputError, parse_columns
+    from groundedit.formats.runconfig import RunConfig
+    from groundedit.records import PAIR_KINDS, RECIPES
 
     if out.exists() and not out.is_dir():
         raise CliError(f"--out {out} is a file, not a folder")
@@ -130,15 +155,30 @@ def run(
         raise CliError(f"unknown executor '{executor}' (choose from: {', '.join(EXECUTORS)})")
     if schedule not in SCHEDULES:
         raise CliError(f"unknown schedule '{schedule}' (choose from: {', '.join(SCHEDULES)})")
+    if recipe is not None and recipe not in RECIPES:
+        raise CliError(f"unknown recipe '{recipe}' (choose from: {', '.join(RECIPES)})")
+    if input_kind is not None and input_kind not in PAIR_KINDS:
+        raise CliError(f"unknown input kind '{input_kind}' (choose from: {', '.join(PAIR_KINDS)})")
+    try:
+        mapping = parse_columns(columns)
+    except PairInputError as e:
+        raise CliError(str(e)) from None
+    saved = RunConfig.load(out) if out.is_dir() else None
+    chosen = recipe or (saved.recipe if saved else "sa1b")
+    if (input_kind or mapping) and chosen != "pairs":
+        raise CliError("--input-kind and --columns belong to the pairs recipe: add --recipe pairs")
     config = resolve_config(
         out,
         stage=stage,
-        source_stage=_first_stage(),
+        source_stage=_first_stage(chosen),
         reconfigure=reconfigure,
         input=input,
         profile=profile,
         seed=seed,
         limit=limit,
+        recipe=recipe,
+        input_kind=input_kind,
+        columns=mapping or None,
     )
     columns = [
         TextColumn("{task.description:<10}"),
@@ -185,10 +225,10 @@ def run(
         raise typer.Exit(3)
 
 
-def _first_stage() -> str:
+def _first_stage(recipe: str) -> str:
     from groundedit.specs import load_pipeline
 
-    return load_pipeline()[0]
+    return load_pipeline(recipe=recipe)[0]
 
 
 def _notice(message: str) -> None:
@@ -247,7 +287,7 @@ def status(out: Path = typer.Option(..., "--out", metavar="DIR", help="run folde
     config = RunConfig.load(out)
     if config is None:
         raise CliError(f"{out} is not a run folder (no manifests/run.json)")
-    table = Table(title=f"{out}  (profile {config.profile}, seed {config.seed})")
+    table = Table(title=f"{out}  (recipe {config.recipe}, profile {config.profile}, seed {config.seed})")
     for col in ("stage", "state", "units", "in", "kept", "rejected", "reasons"):
         table.add_column(col, justify="right" if col in ("units", "in", "kept", "rejected") else "left")
     statuses = run_status(StageChain(config))

@@ -11,19 +11,19 @@ from __future__ import annotations
 from groundedit.formats.manifest import digest
 from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.tar import DIGEST_ALGORITHM
-from groundedit.specs import SpecError, StageSpec, load_pipeline, load_spec
+from groundedit.specs import RECIPE_FILES, SpecError, StageSpec, load_pipeline, load_spec
 from groundedit.stages import STAGES, SinkStage, SourceStage, Stage
 
 
 class StageChain:
     def __init__(self, config: RunConfig):
         self.config = config
-        self.order = load_pipeline()
+        self.order = load_pipeline(recipe=config.recipe)
         self.specs: dict[str, StageSpec] = {}
         self.classes: dict[str, type] = {}
         for name in self.order:
             if name not in STAGES:
-                raise SpecError(f"stages/pipeline.yaml names unknown stage '{name}'")
+                raise SpecError(f"the {config.recipe} recipe's pipeline file names unknown stage '{name}'")
             spec = load_spec(name, config.profile)
             try:
                 STAGES[name].Params.model_validate(spec.params)
@@ -32,7 +32,7 @@ class StageChain:
             self.specs[name] = spec.for_workers()
             self.classes[name] = STAGES[name]
         self._check_shape()
-        check_contracts(self.order, STAGES)
+        check_contracts(self.order, STAGES, f"stages/{RECIPE_FILES[config.recipe]}")
         self.hashes = self._chain_hashes()
 
     def _check_shape(self) -> None:
@@ -68,7 +68,9 @@ class StageChain:
         return self.order[self.order.index(name) + 1 :]
 
 
-def check_contracts(order: list[str], registry: dict[str, type]) -> None:
+def check_contracts(
+    order: list[str], registry: dict[str, type], pipeline_file: str = "stages/pipeline.yaml"
+) -> None:
     """Refuse, in one line, an order in which a stage reads a field that neither the source nor an
     earlier stage writes (:attr:`~groundedit.stages.base.BaseStage.reads`), naming who writes it
     (a later stage, or a stage of ``registry`` the pipeline lacks)."""
@@ -85,7 +87,7 @@ def check_contracts(order: list[str], registry: dict[str, type]) -> None:
                 why = f"which only '{elsewhere[0]}' writes, and the pipeline has no '{elsewhere[0]}'"
             else:
                 why = "which no stage writes"
-            raise SpecError(f"stages/pipeline.yaml: stage '{name}' reads '{field}', {why}")
+            raise SpecError(f"{pipeline_file}: stage '{name}' reads '{field}', {why}")
         written += registry[name].writes
 
 

@@ -159,6 +159,8 @@ class Pipeline:
         stage = self.chain.classes[name](self.chain.specs[name], self.config)
         units = SourcePlanner(stage, self.chain.hashes[name], self.commits).units()
         first = next(units, None)
+        if first is None and self.config.recipe == "pairs":
+            raise PipelineError(f"no edit pairs found in {self.config.input}")
         if first is None:
             raise PipelineError(
                 f"no images found in {self.config.input} (looked for SA-1B sa_*.tar shards and "

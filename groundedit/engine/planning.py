@@ -184,9 +184,12 @@ def stamp_loose_files(entries: list[SourceEntry], previous: list[FileStamp]) -> 
         s = stamps[ref.path]
         return ref.model_copy(update={"size": s.size, "digest": s.digest})
 
-    out = [
-        e.model_copy(update={"image": stamped(e.image), "annotation": stamped(e.annotation)}) for e in entries
-    ]
+    out = []
+    for e in entries:
+        update = {"image": stamped(e.image), "annotation": stamped(e.annotation)}
+        if e.pair is not None:  # an edit pair's other image is an input file too
+            update["pair"] = e.pair.model_copy(update={"target": stamped(e.pair.target)})
+        out.append(e.model_copy(update=update))
     return out, list(stamps.values())
 
 

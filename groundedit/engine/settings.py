@@ -1,5 +1,6 @@
 """A run folder remembers how it was made: ``manifests/run.json`` (the persisted part of the
-:class:`~groundedit.formats.runconfig.RunConfig`: input, profile, seed, limit).
+:class:`~groundedit.formats.runconfig.RunConfig`: input, recipe and how its input is read, profile,
+seed, limit).
 
 Resuming reuses those settings, so ``groundedit run --out runs/x`` alone continues a run. Asking an
 existing folder for a different input, profile or seed is refused unless ``reconfigure`` is set
@@ -43,8 +44,8 @@ def resolve_config(
         return RunConfig(out=out, **asked)
     changed = {k: asked[k] for k in RunConfig.GUARDED if k in asked and asked[k] != getattr(saved, k)}
     if changed and not reconfigure:
-        was = ", ".join(f"--{k} {getattr(saved, k)}" for k in changed)
-        now = ", ".join(f"--{k} {v}" for k, v in changed.items())
+        was = ", ".join(f"--{_flag(k)} {_shown(getattr(saved, k))}" for k in changed)
+        now = ", ".join(f"--{_flag(k)} {_shown(v)}" for k, v in changed.items())
         raise SettingsError(
             f"{out} was made with {was}; this run asks for {now}. Leave those flags out to resume, "
             "use another --out, or add --reconfigure to redo the stages they change"
@@ -54,6 +55,16 @@ def resolve_config(
             f"a new --input is read by '{source_stage}' only: run --stage {source_stage} or --stage all"
         )
     return RunConfig(out=out, **(saved.model_dump(include=set(RunConfig.settings())) | asked))
+
+
+def _flag(field: str) -> str:
+    return field.replace("_", "-")
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
 
 
 def check_out_folder(out: Path, input: Path | None, force: bool = False) -> None:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from groundedit import __version__
 from groundedit.formats.manifest import atomic_write_bytes
 from groundedit.formats.runfolder import RunFolder
+from groundedit.records import Recipe
 from groundedit.specs import DEFAULT_PROFILE
 
 
@@ -42,11 +43,19 @@ class RunConfig(BaseModel):
     profile: str = DEFAULT_PROFILE
     seed: int = Field(0, description="seed of every random choice")
     limit: int | None = Field(None, description="use only the first N input images")
+    recipe: Recipe = Field("sa1b", description="the pipeline file the run follows: sa1b or pairs")
+    input_kind: str | None = Field(
+        None,
+        description="pairs recipe: the reader of --input (jsonl, bagel-parquet, hf, shards); None: guessed",
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="pairs recipe: role -> column of a Hugging Face dataset"
+    )
     version: str = Field(__version__, description="the groundedit that last ran in this folder")
 
     # Persisted fields that change what the stages produce: an existing run folder asked for another
     # value is refused unless the run reconfigures it. ``limit`` is not one (it only adds or drops units).
-    GUARDED: ClassVar[tuple[str, ...]] = ("input", "profile", "seed")
+    GUARDED: ClassVar[tuple[str, ...]] = ("input", "profile", "seed", "recipe", "input_kind", "columns")
 
     @classmethod
     def settings(cls) -> list[str]:

@@ -74,7 +74,7 @@ class RunData:
         """Stages with a manifest, in pipeline order (stages the current spec does not list last)."""
         present = sorted(p.stem for p in RunFolder(self.out).summaries())
         try:
-            order = load_pipeline()
+            order = load_pipeline(recipe=self.config.recipe)
         except SpecError:
             order = []
         return [s for s in order if s in present] + [s for s in present if s not in order]

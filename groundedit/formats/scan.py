@@ -168,7 +168,10 @@ def scan_input(path: Path, exclude: Path | None = None) -> list[tuple[str, list[
 
 
 def where(entry: SourceEntry) -> str:
-    """Where an entry's image is, for messages: its path, or ``<tar path>/<member>``."""
+    """Where an entry's image is, for messages: its path, or ``<tar path>/<member>``; for a pair in a
+    table, its origin (file and row)."""
+    if entry.pair is not None and entry.pair.source_cell is not None:
+        return f"{entry.pair.source_cell.path}/{entry.pair.origin}"
     ref = entry.image
     return ref.path if ref.member is None else f"{ref.path}/{ref.member}"
 
@@ -258,9 +261,20 @@ def iter_units(
     """Split the input into units of at most ``unit_size`` entries, streaming; stop listing once
     ``limit`` entries are planned. Unit ids are ``<group id>-<chunk number>``; ``exclude``: the
     run folder (never read as input)."""
+    return chunk_units(iter_groups(path, exclude), unit_size, limit, keys)
+
+
+def chunk_units(
+    groups: Iterator[tuple[str, Iterator[SourceEntry]]],
+    unit_size: int,
+    limit: int | None = None,
+    keys: KeyIndex | None = None,
+) -> Iterator[tuple[str, list[SourceEntry]]]:
+    """Units of at most ``unit_size`` entries from ``(group id, entries)`` (any reader's), streaming;
+    ``limit`` entries at most; duplicate keys flagged through ``keys``."""
     keys = keys or KeyIndex()
     remaining = limit
-    for group, entries in iter_groups(path, exclude):
+    for group, entries in groups:
         if remaining is not None and remaining <= 0:
             return
         chunk: list[SourceEntry] = []

@@ -75,9 +75,28 @@ def export_record(s: Sample, members: list[str]) -> ExportRecord:
             "scores": s.scores.model_dump(),
             "members": members,
             "provenance": [_provenance(p) for p in s.provenance],
+            "recipe": "pairs" if s.pair is not None else "sa1b",
+            "pair": _pair(s) if s.pair is not None else None,
         },
         strict=False,
     )
+
+
+def _pair(s: Sample) -> dict:
+    p = s.pair
+    region = None
+    if p.region is not None:
+        region = p.region.model_dump(exclude={"pixel_mask", "components"})
+    return {
+        "kind": p.kind,
+        "origin": p.origin,
+        "target_width": p.target_size[0],
+        "target_height": p.target_size[1],
+        "rescaled": p.rescaled,
+        "global_edit": p.global_edit,
+        "region": region,
+        "got": p.got.model_dump() if p.got is not None else None,
+    }
 
 
 def _provenance(p: Provenance) -> dict:
@@ -93,7 +112,7 @@ class ExportStage(SinkStage):
     Params = ExportParams
     reads = ("key", "source", "target")
     # the record's later fields are null (and its images absent) when the run's pipeline lacks their stage
-    reads_if_present = ("tags", "edit_type", "instructions", "cot", "scores", "artifacts")
+    reads_if_present = ("tags", "edit_type", "instructions", "cot", "scores", "artifacts", "pair")
 
     def sample_members(self, s: Sample) -> list[tuple[str, bytes, str]]:
         """``(member, bytes, digest)`` of each member of the sample's export, the record last."""

@@ -45,6 +45,7 @@ class EditExample:
     instructions: list[str]
     grounding: Grounding | None = None
     source: str = ""
+    recipe: str = ""  # the groundedit recipe that made it (our shards: "sa1b" or "pairs")
 
 
 @dataclass
@@ -100,6 +101,7 @@ class TrainRecord(_Lenient):
     key: str
     instructions: _Instructions | None = None
     cot: _CoT | None = None
+    recipe: str = "sa1b"  # records written before the pairs recipe existed are SA-1B ones
 
 
 def decode(data: bytes | None, member: str) -> Image.Image:
@@ -149,4 +151,6 @@ def example_from_members(key: str, members: dict[str, bytes]) -> EditExample:
     if edited.size != src.size or grounded.size != src.size:
         raise SampleError("size_mismatch", f"src {src.size}, grounded {grounded.size}, edited {edited.size}")
     mask = decode_mask(members.get("mask.png"), src.size)
-    return EditExample(key, [src, edited], [instruction], Grounding(grounded, mask, cot))
+    return EditExample(
+        key, [src, edited], [instruction], Grounding(grounded, mask, cot), recipe=record.recipe
+    )

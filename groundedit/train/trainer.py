@@ -93,6 +93,7 @@ class StepRecord:
     seconds: float
     skipped: dict[str, int]
     sources: dict[str, int] = field(default_factory=dict)  # the step's samples by --data source
+    recipes: dict[str, int] = field(default_factory=dict)  # the step's shard samples by recipe
 
     def to_json(self) -> dict:
         return {
@@ -108,6 +109,7 @@ class StepRecord:
             "tokens_per_s": round(self.tokens / max(self.seconds, 1e-9), 1),
             "skipped": self.skipped,
             "sources": self.sources,
+            "recipes": self.recipes,
         }
 
 
@@ -402,12 +404,17 @@ def _train(
         step += 1
 
         counts = world.sum([len(plans), len(packs), sum(p.batch.length for p in packs)])
-        skipped, sources = Counter(), Counter()
-        for rank_skipped, rank_sources in world.gather(
-            (dict(data.skipped), Counter(p.source for p in plans))
+        skipped, sources, recipes = Counter(), Counter(), Counter()
+        for rank_skipped, rank_sources, rank_recipes in world.gather(
+            (
+                dict(data.skipped),
+                Counter(p.source for p in plans),
+                Counter(p.recipe for p in plans if p.recipe),
+            )
         ):
             skipped.update(rank_skipped)
             sources.update(rank_sources)
+            recipes.update(rank_recipes)
         record = StepRecord(
             step=step,
             max_steps=spec.max_steps,
@@ -421,6 +428,7 @@ def _train(
             seconds=time.perf_counter() - started,
             skipped=dict(skipped),
             sources=dict(sources),
+            recipes=dict(recipes),
         )
         if log is not None and (step % spec.log_every == 0 or step == spec.max_steps):
             log.write(record)

@@ -378,6 +378,20 @@ def test_fixture_refuses_a_folder_that_is_not_empty(tmp_path, capsys):
     assert [p.name for p in out.iterdir()] == ["sa_000000.tar"]
 
 
+def test_fixture_of_pairs(tmp_path, capsys):
+    out = tmp_path / "pairs"
+    rc, lines = _main(
+        ["fixture", "--out", str(out), "--pairs", "3", "--width", "96", "--height", "64"], capsys
+    )
+    assert (
+        rc == 0
+        and " ".join(" ".join(lines).split())
+        == f"wrote 3 edit pairs to {out} (manifest: {out / 'pairs.jsonl'})"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["images", "pairs.jsonl", "truth"]
+    assert len((out / "pairs.jsonl").read_text().splitlines()) == 3
+
+
 # --- what a new user trips on (issue 20) ----------------------------------------------------------
 
 

@@ -14,6 +14,17 @@ from groundedit.stages import STAGES, Stage
 def test_the_shipped_pipeline_and_the_model_free_spine_pass():
     check_contracts(load_pipeline(), STAGES)
     check_contracts(["ingest", "select", "render", "export"], STAGES)
+    check_contracts(load_pipeline(recipe="pairs"), STAGES, "stages/pairs.yaml")
+
+
+def test_the_pairs_recipe_names_its_own_file():
+    order = ["pair_ingest", "localize", "difference", "export"]
+    with pytest.raises(SpecError) as e:
+        check_contracts(order, STAGES, "stages/pairs.yaml")
+    assert str(e.value) == (
+        "stages/pairs.yaml: stage 'localize' reads 'target', which 'difference' writes after it: "
+        "put 'difference' before 'localize'"
+    )
 
 
 @pytest.mark.parametrize(

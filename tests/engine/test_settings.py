@@ -81,7 +81,34 @@ def test_run_json_holds_the_persisted_fields_only(tmp_path):
     assert pickle.loads(pickle.dumps(config)) == config
     config.save()
     saved = RunFolder(tmp_path / "run").run_json.read_text()
-    assert set(json.loads(saved)) == {"input", "profile", "seed", "limit", "version"}
+    assert set(json.loads(saved)) == {
+        "input",
+        "profile",
+        "seed",
+        "limit",
+        "recipe",
+        "input_kind",
+        "columns",
+        "version",
+    }
     loaded = RunConfig.load(tmp_path / "run")
     assert loaded == config.model_copy(update={"out": (tmp_path / "run").resolve(), "env": {}, "run_id": ""})
     assert RunConfig.load(tmp_path / "elsewhere") is None
+
+
+def test_the_recipe_and_how_its_input_is_read_are_remembered(tmp_path):
+    """A pairs run resumes as a pairs run; asking its folder for another recipe or column mapping is
+    refused (it would redo everything) unless reconfigured."""
+    out = tmp_path / "run"
+    asked = {"input": tmp_path, "recipe": "pairs", "input_kind": "hf", "columns": {"source": "a"}}
+    resolve_config(out, stage="all", source_stage="pair_ingest", **asked).save()
+    again = resolve_config(out, stage="all", source_stage="pair_ingest")
+    assert (again.recipe, again.input_kind, again.columns) == ("pairs", "hf", {"source": "a"})
+    with pytest.raises(SettingsError, match="made with --recipe pairs; this run asks for --recipe sa1b"):
+        resolve_config(out, stage="all", source_stage="ingest", recipe="sa1b")
+    with pytest.raises(SettingsError, match="--columns source=a; this run asks for --columns source=b"):
+        resolve_config(out, stage="all", source_stage="pair_ingest", columns={"source": "b"})
+    assert (
+        resolve_config(out, stage="all", source_stage="ingest", recipe="sa1b", reconfigure=True).recipe
+        == "sa1b"
+    )

@@ -6,6 +6,7 @@ run had it, once on a copy holding only what the stage declares it reads (``read
 same, and be filled in. A stage that reads a field it does not declare gives another answer (or
 fails) on the stripped copy; one that declares a write it does not make leaves the field as it was.
 ``key`` and ``source`` cannot be stripped (every sample has them), nor the provenance (the protocol).
+The pairs recipe's stages (and the shared ones, on edit pairs) run on the shared tiny pairs run.
 """
 
 from __future__ import annotations
@@ -71,10 +72,10 @@ def value(sample: Sample, declared: str):
     return v.digest if isinstance(v, BlobRef) else v
 
 
-def _inputs(run, name: str) -> list[Sample]:
+def _inputs(run, name: str, recipe: str) -> list[Sample]:
     """Two samples the stage's upstream kept in the run, that the stage kept too (so they are
     processed to the end)."""
-    order = load_pipeline()
+    order = load_pipeline(recipe=recipe)
     up = order[order.index(name) - 1]
     kept_here = {s.key for p in (run / "data" / name).glob("*.parquet") for s in _rows(p)}
     rows = [s for p in sorted((run / "data" / up).glob("*.parquet")) for s in _rows(p)]
@@ -95,13 +96,17 @@ def _process(stage, samples: list[Sample], run, pack_dir) -> list:
     return stage.process_batch(samples, io)
 
 
-def violations(cls, run, tmp_path) -> list[str]:
-    """How stage class ``cls`` breaks its declared contract on inputs from ``run`` (empty: it keeps it)."""
+def violations(cls, run, tmp_path, recipe: str = "sa1b", params: dict | None = None) -> list[str]:
+    """How stage class ``cls`` breaks its declared contract on inputs from ``run`` (empty: it keeps it);
+    ``params`` override the tiny spec's."""
     name = cls.name
-    stage = cls(load_spec(name, "tiny"), RunConfig(out=run, input=run, seed=0, profile="tiny"))
+    spec = load_spec(name, "tiny")
+    spec = spec.model_copy(update={"params": {**spec.params, **(params or {})}})
+    config = RunConfig(out=run, input=run, seed=0, profile="tiny", recipe=recipe)
+    stage = cls(spec, config)
     stage.setup()
     try:
-        samples = _inputs(run, name)
+        samples = _inputs(run, name, recipe)
         full = _process(stage, samples, run, tmp_path)
         try:
             stripped = _process(
@@ -134,6 +139,18 @@ def test_a_stage_needs_only_what_it_declares(name, tiny_run, tmp_path, torch_one
     assert violations(STAGES[name], tiny_run, tmp_path) == []
 
 
+PAIR_STAGE_NAMES = [n for n in load_pipeline(recipe="pairs") if not issubclass(STAGES[n], SourceStage)]
+# The tiny profile's random SAM never decides (min_sam_iou 1.0), so segment would leave the target as
+# the difference made it: here SAM's mask is taken, so the target segment writes is its own.
+PAIR_PARAMS = {"segment": {"min_sam_iou": 0.0}}
+
+
+@pytest.mark.parametrize("name", PAIR_STAGE_NAMES)
+def test_a_pairs_stage_needs_only_what_it_declares(name, pairs_run, tmp_path, torch_one_thread):
+    found = violations(STAGES[name], pairs_run, tmp_path, recipe="pairs", params=PAIR_PARAMS.get(name))
+    assert found == []
+
+
 def test_a_wrong_declaration_is_found(tiny_run, tmp_path):
     """The check above can fail: a read left out and a write never made are both found."""
     from groundedit.stages.select import SelectStage
@@ -152,4 +169,4 @@ def test_a_wrong_declaration_is_found(tiny_run, tmp_path):
 
 
 def _keys(run, name: str) -> list[str]:
-    return [s.key for s in _inputs(run, name)]
+    return [s.key for s in _inputs(run, name, "sa1b")]
