@@ -95,28 +95,37 @@ def _run(cli, input_dir, out, *extra, env=None, check=True):
 
 
 @pytest.fixture(scope="module")
-def pairs_reference(pairs_input, tmp_path_factory, cli, shard_reader):
-    out = tmp_path_factory.mktemp("pairs-reference")
-    _run(cli, pairs_input, out, "--executor", "local")
-    return out, _fingerprint(shard_reader(out))
+def pairs_reference(pairs_run, shard_reader):
+    """The session's uninterrupted pairs run (made in this process on one torch thread, as every run
+    of the suite is, so the killed subprocess runs compare with it byte for byte)."""
+    return pairs_run, _fingerprint(shard_reader(pairs_run))
 
 
-@pytest.mark.parametrize(
-    ("executor", "point"),
-    [("local", "segment:unit-written@2"), ("ray", "run:ticket-done@1")],  # ray: the driver dies
-)
 def test_killed_and_resumed_exports_what_an_uninterrupted_run_does(
-    executor, point, pairs_reference, pairs_input, tmp_path, cli, shard_reader, ray_address
+    pairs_reference, pairs_input, tmp_path, cli, shard_reader, run_pipeline
 ):
+    """Killed in a real process (SIGKILL in a pairs stage), resumed in this one. A driver killed
+    under Ray resumes the same way whatever the recipe (tests/engine/executors/test_ray.py)."""
     out = tmp_path / "run"
-    where = ["--executor", executor] + (["--ray-address", ray_address] if executor == "ray" else [])
-    crashed = _run(cli, pairs_input, out, *where, env={"GROUNDEDIT_CRASH_AT": point}, check=False)
+    where = ["--executor", "local"]
+    crashed = _run(
+        cli, pairs_input, out, *where, env={"GROUNDEDIT_CRASH_AT": "segment:unit-written@2"}, check=False
+    )
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-    _run(cli, pairs_input, out, *where)  # the recipe comes back from run.json as well
+    run_pipeline(pairs_input, out, executor="local", recipe="pairs")
     assert _fingerprint(shard_reader(out)) == pairs_reference[1]
     assert _rejected(out) == _rejected(pairs_reference[0])
     assert Counter(r for _, r in _rejected(out).values()) == {"global_edit": 1, "no_change": 1}
     assert not list(out.rglob(".*.tmp-*"))
+
+
+def test_under_ray_exports_what_the_local_run_does(
+    pairs_reference, pairs_input, tmp_path, shard_reader, run_pipeline, ray_cluster
+):
+    out = tmp_path / "run"
+    run_pipeline(pairs_input, out, executor="ray", recipe="pairs")
+    assert _fingerprint(shard_reader(out)) == pairs_reference[1]
+    assert _rejected(out) == _rejected(pairs_reference[0])
 
 
 def test_a_pairs_run_exports_reports_and_scores_like_any_run(pairs_run, shard_reader, tmp_path, monkeypatch):
