@@ -100,8 +100,9 @@ def test_ray_workers_killed_mid_work_cost_nothing(
 
 @pytest.mark.slow
 def test_the_driver_killed_under_ray_resumes(
-    ray_address, spine_stages, spine_reference, sa1b_input, tmp_path, cli, same_output
+    ray_address, spine_stages, spine_reference, sa1b_input, tmp_path, cli, same_output, run_pipeline
 ):
+    """The driver is a real process killed at a ticket; the resume runs in this one, on the same cluster."""
     import signal
 
     out = tmp_path / "run"
@@ -119,5 +120,5 @@ def test_the_driver_killed_under_ray_resumes(
     env = {"GROUNDEDIT_STAGES_DIR": str(spine_stages)}
     crashed = cli(*args, env={**env, "GROUNDEDIT_CRASH_AT": "run:ticket-done@2"}, check=False)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
-    cli(*args, env=env)
+    run_pipeline(sa1b_input, out, executor="ray", stages=spine_stages)
     same_output(out, spine_reference)
