@@ -27,7 +27,9 @@ from groundedit.engine.runner import Unit, run_sink_unit, run_unit, setup_stage
 from groundedit.engine.tickets import Outcome, Ticket
 from groundedit.faults import crash_point
 from groundedit.formats.commits import CommitStore, RejectedPart, UnitCommit, UnitFailure
+from groundedit.formats.listing import TarListings
 from groundedit.formats.manifest import digest
+from groundedit.formats.runfolder import RunFolder
 from groundedit.formats.tar import BlobChanged
 from groundedit.specs import StageSpec
 from groundedit.stages.base import RunContext, SinkStage, SourceStage
@@ -173,6 +175,8 @@ class StageWorker:
         producer = parts[1] if len(parts) >= 3 and parts[0] == "data" else None
         if producer is None and not Path(e.ref.path).is_absolute():
             return
+        if producer is None and e.ref.member is not None:  # an input tar: list it again
+            TarListings(RunFolder(self.job.ctx.out).listings).forget(e.ref.path)
         self.commits.remove(producer or self.job.source, unit)
 
 

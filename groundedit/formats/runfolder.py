@@ -5,6 +5,7 @@
 <out>/manifests/run.lock              one driver at a time
 <out>/manifests/<stage>.json          each stage's summary
 <out>/manifests/plan/                 the planned units (Parquet parts + plan.json)
+<out>/manifests/listings/             input tars' member tables and units, kept between plannings
 <out>/commits/<stage>/<unit>.json     per-unit commits (and <unit>.failed.json)
 <out>/data/<stage>/<unit>.*           each stage's rows, rejected rows and images of a unit
 <out>/shards/                         the WebDataset shards and their .stats.json
@@ -52,6 +53,10 @@ class RunFolder:
     @property
     def plan(self) -> Path:
         return self.manifests / "plan"
+
+    @property
+    def listings(self) -> Path:
+        return self.manifests / "listings"
 
     def summary(self, stage: str) -> Path:
         return self.manifests / f"{stage}.json"
