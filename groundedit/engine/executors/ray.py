@@ -246,10 +246,13 @@ class RayExecutor:
                 ),
             )
         try:
-            for row in ds.iter_rows():
-                yield Ticket.model_validate_json(row["ticket"])
-                consumed[0] += 1  # after the consumer is done with it
-                gate.advance.remote(consumed[0])
+            # no prefetch: Ray Data's prefetching asks for the next block before it hands out the
+            # current one, which with a window of one unit waits on itself
+            for batch in ds.iter_batches(batch_size=None, prefetch_batches=0):
+                for ticket in batch["ticket"]:
+                    yield Ticket.model_validate_json(ticket)
+                    consumed[0] += 1  # after the consumer is done with it
+                    gate.advance.remote(consumed[0])
             self.ticket_counts = ray.get(gate.counts.remote())
         finally:
             ray.kill(gate)
