@@ -110,13 +110,13 @@ def _rss_kb() -> int:
 def child_ingest(inp: str, out: str) -> dict:
     from groundedit.engine.executors import make_executor
     from groundedit.engine.pipeline import Pipeline
-    from groundedit.stages import RunContext
+    from groundedit.formats.runconfig import RunConfig
 
-    ctx = RunContext(out=Path(out), input=Path(inp), seed=0, profile="tiny")
+    config = RunConfig(out=Path(out), input=Path(inp), seed=0, profile="tiny")
     executor = make_executor(os.environ.get("DRIVER_SCALE_EXECUTOR", "local"))
     base_rss, base_io = _rss_kb(), _io_written()
     start, cpu = time.perf_counter(), time.process_time()
-    summary = Pipeline(ctx, executor).run("ingest")
+    summary = Pipeline(config, executor).run("ingest")
     seconds = time.perf_counter() - start
     executor.close()
     return {
@@ -125,19 +125,19 @@ def child_ingest(inp: str, out: str) -> dict:
         "written": _io_written() - base_io,
         "rss_base_kb": base_rss,
         "rss_peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        "units": summary["ingest"]["units"],
-        "images": summary["ingest"]["rows"],
+        "units": summary.stages["ingest"].units_planned,
+        "images": summary.stages["ingest"].rows_in,
     }
 
 
 def _source(inp: Path, out: Path):
     """The source stage of a run of ``inp`` into ``out``, and its chain hash."""
     from groundedit.engine.chain import StageChain
-    from groundedit.stages import RunContext
+    from groundedit.formats.runconfig import RunConfig
 
-    ctx = RunContext(out=out, input=inp, seed=0, profile="tiny")
-    chain = StageChain(ctx)
-    return chain.classes["ingest"](chain.specs["ingest"], ctx), chain.hashes["ingest"]
+    config = RunConfig(out=out, input=inp, seed=0, profile="tiny")
+    chain = StageChain(config)
+    return chain.classes["ingest"](chain.specs["ingest"], config), chain.hashes["ingest"]
 
 
 def _plan(stage, chain_hash: str):
@@ -145,7 +145,7 @@ def _plan(stage, chain_hash: str):
     from groundedit.engine.planning import PlanWriter, SourcePlanner
     from groundedit.formats.commits import CommitStore
 
-    out = stage.ctx.out
+    out = stage.config.out
     writer = PlanWriter(out)
     for p in SourcePlanner(stage, chain_hash, CommitStore(out)).units():
         writer.add(p.unit, p.rows, p.fingerprint, p.entries, p.stamps)
@@ -190,10 +190,10 @@ def child_mark_done(inp: str, out: str) -> dict:
     from groundedit.engine.chain import StageChain
     from groundedit.engine.planning import PlanReader
     from groundedit.formats.commits import CommitStore, UnitCommit
-    from groundedit.stages import RunContext
+    from groundedit.formats.runconfig import RunConfig
 
-    ctx = RunContext(out=Path(out), input=Path(inp), seed=0, profile="tiny")
-    chain_hash = StageChain(ctx).hashes["ingest"]
+    config = RunConfig(out=Path(out), input=Path(inp), seed=0, profile="tiny")
+    chain_hash = StageChain(config).hashes["ingest"]
     store = CommitStore(Path(out))
     n = 0
     for t in PlanReader(Path(out)).tickets():

@@ -26,11 +26,11 @@ from groundedit.engine.executors import LocalExecutor
 from groundedit.engine.pipeline import Pipeline
 from groundedit.fixtures import write_sa1b_fixture
 from groundedit.formats.commits import CommitStore
+from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.scan import scan_input
 from groundedit.formats.tar import read_blob
 from groundedit.image.codec import encode_jpeg
 from groundedit.specs import stages_dir
-from groundedit.stages import RunContext
 
 
 def floor_cpu_seconds(input_dir: Path) -> tuple[float, int]:
@@ -54,8 +54,8 @@ def model_free_specs(directory: Path) -> Path:
 
 
 def pipeline_cpu_seconds(input_dir: Path, out: Path) -> tuple[float, dict[str, float]]:
-    ctx = RunContext(out=out, input=input_dir, seed=0, profile="paper")
-    pipe = Pipeline(ctx, LocalExecutor())
+    config = RunConfig(out=out, input=input_dir, seed=0, profile="paper")
+    pipe = Pipeline(config, LocalExecutor())
     start = time.process_time()
     pipe.run()
     total = time.process_time() - start

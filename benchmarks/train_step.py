@@ -42,9 +42,10 @@ from groundedit.models.bagel import Bagel, BagelConfig, FluxVAE, LoadedBagel, Sp
 from groundedit.models.bagel.tiny import init_vae
 from groundedit.models.tiny_tokenizer import build_tiny_tokenizer
 from groundedit.train.examples import EditExample, Grounding
-from groundedit.train.lora import add_lora, make_optimizer
+from groundedit.train.lora import add_lora
+from groundedit.train.optim import build_optimizer
 from groundedit.train.sequence import SequenceBuilder, build_pack
-from groundedit.train.spec import CfgDropout, ImageRule, LoraSpec, Optim, SequenceSpec
+from groundedit.train.spec import CfgDropout, ImageRule, LoraSpec, SequenceSpec, load_train_spec
 from groundedit.train.trainer import Components, forward_inputs
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0}
@@ -92,19 +93,39 @@ def example(side: int) -> EditExample:
     return EditExample("bench", [images[0], images[2]], ["make the lamp on the right blue"], grounding)
 
 
-def count_flops(config: BagelConfig, pack, lora: bool) -> float:
-    """Model FLOPs of one training step on ``pack`` (see the module docstring)."""
+def matmul_flops(config: BagelConfig, pack) -> dict[str, float]:
+    """FLOPs of one forward's matrix products outside attention, by part (2 per multiply-add): what a
+    ``FlopCounterMode`` counts for ``Bagel.forward`` on this pack (the test checks it)."""
     llm, vit = config.llm, config.vit
     d, q, kv = llm.hidden_size, llm.num_attention_heads * llm.head_dim, llm.num_key_value_heads * llm.head_dim
+    batch = pack.batch
+    vae_tokens = sum(h * w for h, w in batch.latent_grids)
+    noised = sum(h * w for (h, w), t in zip(batch.latent_grids, batch.timesteps, strict=True) if t != 0.0)
+    vit_tokens, dv = sum(batch.vit_seqlens), vit.hidden_size
     per_token = 2 * llm.num_hidden_layers * (2 * d * q + 2 * d * kv + 3 * d * llm.intermediate_size)
-    length = pack.batch.length
-    attention = 2 * llm.num_hidden_layers * 2 * length * q  # per token: QK^T and AV over the sample
-    lm = (per_token + attention) * length + 2 * d * llm.vocab_size * int(pack.batch.ce_index.numel())
-    dv = vit.hidden_size
-    vit_tokens = sum(pack.batch.vit_seqlens)
     vit_per_token = 2 * vit.layers_used * (4 * dv * dv + 2 * dv * vit.intermediate_size)
-    vit_attention = sum(2 * vit.layers_used * 2 * n * n * dv for n in pack.batch.vit_seqlens)
-    vision = vit_per_token * vit_tokens + vit_attention
+    return {
+        "lm": per_token * batch.length + 2 * d * llm.vocab_size * int(batch.ce_index.numel()),
+        "latents": 2 * vae_tokens * (config.latent_token_dim * d + 256 * d + d * d)
+        + 2 * noised * d * config.latent_token_dim,
+        "vit": vit_tokens * (vit_per_token + 2 * 3 * vit.patch_size**2 * dv + 2 * (dv * d + d * d)),
+    }
+
+
+def attention_flops(config: BagelConfig, pack) -> dict[str, float]:
+    """FLOPs of QK^T and AV over each sample's whole length (model FLOPs: not what the split-wise kernels
+    skip) and over each ViT image."""
+    llm, vit = config.llm, config.vit
+    q = llm.num_attention_heads * llm.head_dim
+    lm = sum(2 * 2 * (e - s) ** 2 * q for s, e in pack.batch.samples) * llm.num_hidden_layers
+    vision = sum(2 * 2 * n * n * vit.hidden_size for n in pack.batch.vit_seqlens) * vit.layers_used
+    return {"lm": lm, "vit": vision}
+
+
+def count_flops(config: BagelConfig, pack, lora: bool) -> float:
+    """Model FLOPs of one training step on ``pack`` (see the module docstring)."""
+    mm, att = matmul_flops(config, pack), attention_flops(config, pack)
+    lm, vision = mm["lm"] + mm["latents"] + att["lm"], mm["vit"] + att["vit"]
     return (2 * lm + vision) if lora else 3 * (lm + vision)
 
 
@@ -137,13 +158,18 @@ def run(mode: str, args, device: torch.device) -> dict:
     config = bench_config(args.layers, args.hidden, args.vit_layers, args.vae_ch, args.vocab)
     c, pack = build(config, device, args.image)
     model = c.bagel.model
-    model.language_model.model.gradient_checkpointing = not args.no_checkpointing
+    model.set_gradient_checkpointing(not args.no_checkpointing)
     model.train()
     lora = mode == "lora"
     if lora:
-        add_lora(model, LoraSpec(rank=args.lora_rank, alpha=2.0 * args.lora_rank), device)
+        if device.type == "cuda":
+            model.to(torch.bfloat16)  # the trainer loads the frozen base straight in bf16
+        add_lora(model, LoraSpec(rank=args.lora_rank, alpha=2.0 * args.lora_rank))
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, Optim(eight_bit=lora), 1e-5, device)
+    eight_bit = lora and device.type == "cuda"
+    optim = {"lr": 1e-5, "warmup_steps": 0, "eight_bit": eight_bit}
+    spec = load_train_spec(overrides={"optim": optim, "lora": {"enabled": lora, "lr": None}})
+    optimizer = build_optimizer(params, spec, device)
     cuda = device.type == "cuda"
     times = []
     if cuda:

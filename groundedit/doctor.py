@@ -111,17 +111,19 @@ def vllm_finding(vllm_stages: list[str]) -> Finding:
 
 
 def stage_requirements(profile: str) -> tuple[list[Requirement], list[str]]:
-    """Every requirement of the profile's stages, and the stages that use the vLLM backend."""
-    from groundedit.specs import load_pipeline, load_spec
-    from groundedit.stages import STAGES, RunContext
+    """Every requirement of the profile's stages (every recipe's), and the stages that use the vLLM
+    backend."""
+    from groundedit.formats.runconfig import RunConfig
+    from groundedit.specs import RECIPE_FILES, load_pipeline, load_spec
+    from groundedit.stages import STAGES
 
-    ctx = RunContext(out=Path("."), input=Path("."), profile=profile)
+    config = RunConfig(out=Path("."), input=Path("."), profile=profile)
     reqs, vllm_stages = [], []
-    for name in load_pipeline():
+    for name in dict.fromkeys(n for recipe in RECIPE_FILES for n in load_pipeline(recipe=recipe)):
         spec = load_spec(name, profile)
         if spec.backend == "vllm":
             vllm_stages.append(name)
-        reqs += [r for r in STAGES[name](spec, ctx).requirements() if r.kind != "package"]
+        reqs += [r for r in STAGES[name](spec, config).requirements() if r.kind != "package"]
     return reqs, vllm_stages
 
 

@@ -8,16 +8,32 @@ Schema is generated into ``manifests/export_record.schema.json``.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 EditType = Literal["color change", "remove", "replace", "add", "appearance", "others"]
-EDIT_TYPES: tuple[str, ...] = ("color change", "remove", "replace", "add", "appearance", "others")
-CandidateSource = Literal["sa1b", "grounded-sam"]
-Dataset = Literal["sa1b", "images"]
+EDIT_TYPES: tuple[str, ...] = get_args(EditType)
+CandidateSource = Literal["sa1b", "grounded-sam", "mined", "whole-image"]
+Dataset = Literal["sa1b", "images", "pairs"]
+Recipe = Literal["sa1b", "pairs"]
+RECIPES: tuple[str, ...] = get_args(Recipe)
+PairKind = Literal["jsonl", "bagel-parquet", "hf", "shards"]
+PAIR_KINDS: tuple[str, ...] = get_args(PairKind)
+EditKind = Literal["change", "remove", "add"]
 
 BoxXYXY = tuple[float, float, float, float]
+
+# The chain of thought's JSON keys (the paper's answer format), in step order: steps 1-2 ground the
+# target in text, 3-4 describe the edit. Every model of a CoT (here, the VLM's answer, training's
+# reader, the HF export) takes its keys from these.
+COT_KEYS: tuple[str, str, str, str] = (
+    "1_Scene_Description",
+    "2_Target_Localization",
+    "3_Editing_Description",
+    "4_Post_Edit_Description",
+)
+SCENE, TARGET, EDITING, POST_EDIT = COT_KEYS
 
 
 class _Record(BaseModel):
@@ -90,13 +106,17 @@ class Candidate(_Record):
     text_score: float | None = None
 
 
-class CoT(_Record):
+class _CoTSteps(BaseModel):
+    scene_description: str = Field(alias=SCENE)
+    target_localization: str = Field(alias=TARGET)
+    editing_description: str = Field(alias=EDITING)
+    post_edit_description: str = Field(alias=POST_EDIT)
+
+
+class CoT(_CoTSteps):
     """The 4-step chain of thought: steps 1-2 ground the target in text, steps 3-4 describe the edit."""
 
-    scene_description: str = Field(alias="1_Scene_Description")
-    target_localization: str = Field(alias="2_Target_Localization")
-    editing_description: str = Field(alias="3_Editing_Description")
-    post_edit_description: str = Field(alias="4_Post_Edit_Description")
+    model_config = _Record.model_config
 
 
 class Instructions(_Record):
@@ -149,6 +169,48 @@ class Provenance(_Record):
     version: str
 
 
+class MinedRegion(_Record):
+    """How an edit pair's region was found (GVCoT's edit-region mining): the pixel proposal, the
+    VLM's box, their agreement, and where the final mask came from."""
+
+    pixel_box: tuple[int, int, int, int] = Field(description="tight bound of the pixel difference")
+    pixel_area: int
+    pixel_mask: RLE = Field(description="the cleaned pixel difference")
+    changed_fraction: float = Field(description="share of pixels above the ΔE threshold, before cleanup")
+    components: int
+    mean_delta_e: float
+    vlm_box: tuple[int, int, int, int] | None = None
+    box_iou: float | None = Field(None, description="IoU of the VLM's box and the pixel box")
+    edit_kind: EditKind | None = Field(None, description="what the VLM says the edit does to the region")
+    mask_source: Literal["sam", "difference"] | None = None
+    sam_iou: float | None = Field(None, description="IoU of SAM's mask and the pixel difference")
+
+
+class GoTChain(_Record):
+    """A GoT-style reasoning chain: the scene, the target with its box in [0, 1000), the operation,
+    the result; ``text`` is the chain as one passage (the box written ``(x1,y1),(x2,y2)``)."""
+
+    scene: str
+    target: str
+    box_1000: tuple[tuple[int, int], tuple[int, int]]
+    operation: str
+    result: str
+    text: str
+
+
+class Pair(_Record):
+    """The given half of an edit pair: the edited image (``target``), how it was found and mined."""
+
+    kind: PairKind
+    origin: str
+    target: BlobRef
+    target_size: tuple[int, int] = Field(description="(width, height) of the target file, EXIF-oriented")
+    rescaled: bool = Field(False, description="the target was another size (a pure rescale, undone)")
+    global_edit: bool = False
+    region: MinedRegion | None = None
+    got: GoTChain | None = None
+
+
 class Sample(_Record):
     """A sample as it moves between stages. Later stages fill fields in."""
 
@@ -165,6 +227,7 @@ class Sample(_Record):
     artifacts: dict[str, BlobRef] = Field(default_factory=dict)
     provenance: list[Provenance] = Field(default_factory=list)
     rejection: Rejection | None = None
+    pair: Pair | None = None
 
     def reject(self, stage: str, reason: str, detail: str = "", raw: str | None = None) -> Sample:
         """Return a copy marked as rejected by ``stage``."""
@@ -173,14 +236,41 @@ class Sample(_Record):
         )
 
 
+class Cell(_Record):
+    """Where an image lives inside a table (Parquet or Arrow) row: the file, the row group (Parquet;
+    0 for Arrow), the row inside it, the column, and for list columns the item."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)  # hashable: cells key what was read
+    path: str
+    row_group: int
+    row: int
+    column: str
+    item: int | None = None
+
+
+class PairEntry(_Record):
+    """The given side of an edit pair, as a reader found it: its edited image and instruction.
+    ``source_cell``/``target_cell`` are set when the images are embedded in a table (the source
+    stage copies them into its artifact tar); ``target`` is then the row group's reference."""
+
+    kind: PairKind
+    origin: str = Field(description="where the pair is in the input: file and line, row or step")
+    target: BlobRef
+    instruction: str | None = None
+    source_cell: Cell | None = None
+    target_cell: Cell | None = None
+
+
 class SourceEntry(_Record):
-    """One input item found by the ingest scan: an image and, for SA-1B, its annotation JSON."""
+    """One input item found by the ingest scan: an image and, for SA-1B, its annotation JSON; for an
+    edit pair, the source image and the pair's other half."""
 
     key: str
     dataset: Dataset
     file_name: str
     image: BlobRef
     annotation: BlobRef | None = None
+    pair: PairEntry | None = None
     error: str | None = Field(None, description="reason code when the scan itself found the item unusable")
     error_detail: str = ""
 
@@ -223,11 +313,8 @@ class ExportTarget(_Strict):
     mask: Literal["mask.png"] = "mask.png"
 
 
-class ExportCoT(_Strict):
-    scene_description: str = Field(alias="1_Scene_Description")
-    target_localization: str = Field(alias="2_Target_Localization")
-    editing_description: str = Field(alias="3_Editing_Description")
-    post_edit_description: str = Field(alias="4_Post_Edit_Description")
+class ExportCoT(_CoTSteps):
+    model_config = _Strict.model_config
 
 
 class ExportInstructions(_Strict):
@@ -274,6 +361,42 @@ class ExportProvenance(_Strict):
     version: str
 
 
+class ExportRegion(_Strict):
+    """How an edit pair's region was mined (see :class:`MinedRegion`); the mask is ``mask.png``."""
+
+    pixel_box: tuple[_Int, _Int, _Int, _Int]
+    pixel_area: _Int
+    changed_fraction: _Float
+    mean_delta_e: _Float
+    vlm_box: tuple[_Int, _Int, _Int, _Int] | None
+    box_iou: _Float | None
+    edit_kind: EditKind | None
+    mask_source: str | None = Field(description="'sam' or 'difference'; null for a global edit")
+    sam_iou: _Float | None
+
+
+class ExportGoT(_Strict):
+    scene: str
+    target: str
+    box_1000: Box1000
+    operation: str
+    result: str
+    text: str = Field(description="the chain as one passage; the target step writes the box (x1,y1),(x2,y2)")
+
+
+class ExportPair(_Strict):
+    """Where an edit pair came from and what was mined from it (pairs recipe only)."""
+
+    kind: PairKind = Field(description="the reader: jsonl, bagel-parquet, hf or shards")
+    origin: str = Field(description="where in the input: file and line, row or step")
+    target_width: _Int = Field(description="the given target file's size; edited.jpg is in src.jpg's frame")
+    target_height: _Int
+    rescaled: bool
+    global_edit: bool
+    region: ExportRegion | None
+    got: ExportGoT | None
+
+
 class ExportRecord(_Strict):
     """The ``json`` member of every exported sample. Every field has one type in every run (the Hugging
     Face ``datasets`` Features are :func:`groundedit.formats.features.record_features`); the fields a stage
@@ -293,3 +416,8 @@ class ExportRecord(_Strict):
     scores: ExportScores
     members: list[str] = Field(description="the WebDataset members of this sample")
     provenance: list[ExportProvenance]
+    recipe: Recipe = Field(
+        "sa1b",
+        description="the recipe that made the sample: 'sa1b' (photos edited here) or 'pairs' (given edits)",
+    )
+    pair: ExportPair | None = Field(None, description="the edit pair it was made from (pairs recipe)")

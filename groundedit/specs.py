@@ -157,10 +157,19 @@ def load_spec(name: str, profile: str = DEFAULT_PROFILE, directory: Path | None 
     return spec
 
 
-def load_pipeline(directory: Path | None = None) -> list[str]:
-    """The stage order from ``stages/pipeline.yaml``."""
-    data = read_yaml((directory or stages_dir()) / "pipeline.yaml")
+DEFAULT_RECIPE = "sa1b"
+# A recipe is a pipeline file: the stage order of one kind of input.
+RECIPE_FILES = {"sa1b": "pipeline.yaml", "pairs": "pairs.yaml"}
+
+
+def load_pipeline(directory: Path | None = None, recipe: str = DEFAULT_RECIPE) -> list[str]:
+    """The stage order of ``recipe``: ``stages/pipeline.yaml`` (SA-1B photos) or ``stages/pairs.yaml``
+    (existing edit pairs)."""
+    if recipe not in RECIPE_FILES:
+        raise SpecError(f"unknown recipe '{recipe}' (choose from: {', '.join(RECIPE_FILES)})")
+    name = RECIPE_FILES[recipe]
+    data = read_yaml((directory or stages_dir()) / name)
     order = data.get("order")
     if not isinstance(order, list) or not all(isinstance(s, str) for s in order) or not order:
-        raise SpecError("stages/pipeline.yaml: 'order' must be a non-empty list of stage names")
+        raise SpecError(f"stages/{name}: 'order' must be a non-empty list of stage names")
     return order

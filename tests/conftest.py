@@ -261,20 +261,21 @@ def _run_pipeline(
     stage: str | None = None,
     limit: int | None = None,
     stages: Path | None = None,
+    recipe: str = "sa1b",
     **options,
 ):
     """``stages``: a spec folder to use instead of ``stages/`` (the driver loads every spec)."""
     from groundedit.engine.executors import make_executor
     from groundedit.engine.pipeline import Pipeline
-    from groundedit.stages import RunContext
+    from groundedit.formats.runconfig import RunConfig
 
-    ctx = RunContext(out=out, input=input_path, seed=seed, profile="tiny", limit=limit)
+    config = RunConfig(out=out, input=input_path, seed=seed, profile="tiny", limit=limit, recipe=recipe)
     ex = make_executor(executor)
     with pytest.MonkeyPatch.context() as mp:
         if stages is not None:
             mp.setenv("GROUNDEDIT_STAGES_DIR", str(stages))
         try:
-            return Pipeline(ctx, ex, **options).run(stage)
+            return Pipeline(config, ex, **options).run(stage)
         finally:
             ex.close()
 
@@ -335,6 +336,25 @@ def tiny_run(sa1b_input, tmp_path_factory, enforcing_stages) -> Path:
     Read it; never write into it."""
     out = tmp_path_factory.mktemp("tiny-run")
     _run_pipeline(sa1b_input, out, executor="local", stages=enforcing_stages)
+    return out
+
+
+@pytest.fixture(scope="session")
+def pairs_input(tmp_path_factory) -> Path:
+    """The pairs fixture: 6 edit pairs (one of each kind) with their true regions, as a JSONL manifest."""
+    from groundedit.pairs_fixture import write_pairs_fixture
+
+    d = tmp_path_factory.mktemp("pairs-input")
+    write_pairs_fixture(d, pairs=6, seed=0)
+    return d
+
+
+@pytest.fixture(scope="session")
+def pairs_run(pairs_input, tmp_path_factory) -> Path:
+    """One finished tiny-profile run of the pairs recipe (local executor) over ``pairs_input``, shared
+    by the tests that read a pairs run. Read it; never write into it."""
+    out = tmp_path_factory.mktemp("pairs-run")
+    _run_pipeline(pairs_input, out, executor="local", recipe="pairs")
     return out
 
 

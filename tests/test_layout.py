@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
         "groundedit.exporters",
         "groundedit.evaluation",
         "groundedit.fixtures",
+        "groundedit.pairs_fixture",
         "groundedit.doctor",
     ),
     ("groundedit.cli",),

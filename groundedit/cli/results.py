@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from groundedit.cli.app import CliError, app, check_profile, console
+from groundedit.formats.runfolder import RunFolder
 from groundedit.specs import DEFAULT_PROFILE
 
 
@@ -119,7 +120,6 @@ def eval_(
     import itertools
 
     from groundedit.evaluation import (
-        RUN_RESULTS,
         EditJudge,
         EvalOptions,
         evaluate,
@@ -129,13 +129,14 @@ def eval_(
         write_items_csv,
         write_summary_csv,
     )
-    from groundedit.formats.manifest import RunInfo
+    from groundedit.formats.runconfig import RunConfig
 
-    run_info = RunInfo.load(bench) if bench.is_dir() else None
+    run = RunConfig.load(bench) if bench.is_dir() else None
     if profile is None:
-        profile = run_info.profile if run_info is not None else DEFAULT_PROFILE
+        profile = run.profile if run is not None else DEFAULT_PROFILE
     if to is None:
-        to = bench / RUN_RESULTS if run_info is not None else Path("eval-results")
+        # a scored run folder's results go to <run>/eval/ (beside report/) unless --to says
+        to = RunFolder(bench).eval if run is not None else Path("eval-results")
     check_profile(profile)
     if (lpips_backbone is None) != (lpips_linear is None):
         raise CliError("LPIPS needs both --lpips-backbone and --lpips-linear")

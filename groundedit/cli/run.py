@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from groundedit.cli.app import CliError, app, check_profile, console
 from groundedit.cli.native_stderr import NativeStderr
 from groundedit.formats.runfolder import RunFolder
 from groundedit.specs import DEFAULT_PROFILE, SpecError
+
+if TYPE_CHECKING:
+    from groundedit.engine.summary import QuarantinedUnit, RunSummary
 
 
 class _ProgressView:
@@ -109,13 +112,37 @@ def run(
     force: bool = typer.Option(
         False, "--force", help="write into an --out folder that holds other files (not a run folder)"
     ),
+    recipe: str | None = typer.Option(
+        None,
+        "--recipe",
+        metavar="sa1b|pairs",
+        help="'sa1b' (photos, edited by the pipeline; the default) or 'pairs' (existing edit pairs: "
+        "their edit region is mined and their reasoning written); a run folder that exists reuses its own",
+    ),
+    input_kind: str | None = typer.Option(
+        None,
+        "--input-kind",
+        metavar="KIND",
+        help="pairs recipe: how to read --input: 'jsonl' (manifest), 'bagel-parquet', 'hf' (Parquet "
+        "files or a save_to_disk folder), 'shards' (our own); default: guessed from the files",
+    ),
+    columns: str | None = typer.Option(
+        None,
+        "--columns",
+        metavar="ROLE=COL,...",
+        help="pairs recipe, --input-kind hf: the columns of source, target, instruction (and id), e.g. "
+        "source=src_img,target=edited_img,instruction=edited_prompt_list; default: MagicBrush or "
+        "OmniEdit names",
+    ),
 ) -> None:
     """Run the pipeline (or one stage) over INPUT into OUT, resuming what is finished."""
     from groundedit.engine.executors import EXECUTORS, make_executor
     from groundedit.engine.pipeline import Pipeline
     from groundedit.engine.schedule import SCHEDULES
-    from groundedit.engine.settings import check_out_folder, resolve_settings
-    from groundedit.stages import RunContext
+    from groundedit.engine.settings import check_out_folder, resolve_config
+    from groundedit.formats.pairs import PairInputError, parse_columns
+    from groundedit.formats.runconfig import RunConfig
+    from groundedit.records import PAIR_KINDS, RECIPES
 
     if out.exists() and not out.is_dir():
         raise CliError(f"--out {out} is a file, not a folder")
@@ -128,18 +155,30 @@ def run(
         raise CliError(f"unknown executor '{executor}' (choose from: {', '.join(EXECUTORS)})")
     if schedule not in SCHEDULES:
         raise CliError(f"unknown schedule '{schedule}' (choose from: {', '.join(SCHEDULES)})")
-    info = resolve_settings(
+    if recipe is not None and recipe not in RECIPES:
+        raise CliError(f"unknown recipe '{recipe}' (choose from: {', '.join(RECIPES)})")
+    if input_kind is not None and input_kind not in PAIR_KINDS:
+        raise CliError(f"unknown input kind '{input_kind}' (choose from: {', '.join(PAIR_KINDS)})")
+    try:
+        mapping = parse_columns(columns)
+    except PairInputError as e:
+        raise CliError(str(e)) from None
+    saved = RunConfig.load(out) if out.is_dir() else None
+    chosen = recipe or (saved.recipe if saved else "sa1b")
+    if (input_kind or mapping) and chosen != "pairs":
+        raise CliError("--input-kind and --columns belong to the pairs recipe: add --recipe pairs")
+    config = resolve_config(
         out,
+        stage=stage,
+        source_stage=_first_stage(chosen),
+        reconfigure=reconfigure,
         input=input,
         profile=profile,
         seed=seed,
         limit=limit,
-        stage=stage,
-        source_stage=_first_stage(),
-        reconfigure=reconfigure,
-    )
-    ctx = RunContext(
-        out=out.resolve(), input=Path(info.input), seed=info.seed, profile=info.profile, limit=info.limit
+        recipe=recipe,
+        input_kind=input_kind,
+        columns=mapping or None,
     )
     columns = [
         TextColumn("{task.description:<10}"),
@@ -158,7 +197,7 @@ def run(
         try:
             with Progress(*columns, console=console, transient=False) as progress:
                 pipe = Pipeline(
-                    ctx,
+                    config,
                     ex,
                     on_event=_ProgressView(progress),
                     on_notice=_notice,
@@ -178,65 +217,61 @@ def run(
             raise typer.Exit(130) from None
         finally:
             ex.close()
-            if native is not None and (ctx.out / "manifests").is_dir():
-                native.save(RunFolder(ctx.out).logs / "ray-driver.log")
-    _print_summary(ctx.out, summary)
-    failed = {(name, u): err for name, s in summary.items() for u, err in s.get("quarantined", {}).items()}
-    if failed:
-        _print_quarantined(ctx.out, failed)
+            if native is not None and RunFolder(config.out).manifests.is_dir():
+                native.save(RunFolder(config.out).driver_log)
+    _print_summary(config.out, summary)
+    if summary.quarantined:
+        _print_quarantined(config.out, summary.quarantined)
         raise typer.Exit(3)
 
 
-def _first_stage() -> str:
+def _first_stage(recipe: str) -> str:
     from groundedit.specs import load_pipeline
 
-    return load_pipeline()[0]
+    return load_pipeline(recipe=recipe)[0]
 
 
 def _notice(message: str) -> None:
     console.print(f"note: {message}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _print_summary(out: Path, summary: dict[str, dict]) -> None:
+def _print_summary(out: Path, summary: RunSummary) -> None:
     """One closing line: what was exported, or why nothing was."""
-    dropped: Counter = Counter()
-    for name, s in summary.items():
-        for reason, n in s.get("rejected", {}).items():
-            dropped[f"{name}/{reason}"] += n
-    top = ", ".join(f"{k} {v}" for k, v in dropped.most_common(3))
-    sink = next((s for s in summary.values() if "shards" in s), None)
+    top = ", ".join(f"{k} {v}" for k, v in summary.dropped().most_common(3))
+    sink = summary.sink
     if sink is None:
-        stage, s = list(summary.items())[-1]
-        line = f"{stage}: {s['kept']} kept, {sum(s['rejected'].values())} dropped"
+        last = list(summary.stages.values())[-1]
+        line = f"{last.stage}: {last.kept} kept, {sum(last.rejected.values())} dropped"
         console.print(line + (f" (top reasons: {top})" if top else ""), markup=False, highlight=False)
         return
-    if sink["samples"] == 0:
+    folder = RunFolder(out)
+    if sink.exported == 0:
         console.print(
             f"warning: 0 samples exported; top drop reasons: {top or 'none recorded'} "
-            f"(every dropped sample is in {out / 'rejected.parquet'}; see `groundedit status --out {out}`)",
+            f"(every dropped sample is in {folder.rejected}; see `groundedit status --out {out}`)",
             markup=False,
             highlight=False,
             soft_wrap=True,
         )
         return
-    n, k = sink["samples"], sink["shards"]
+    n, k = sink.exported, sink.shards
     console.print(
-        f"exported {n} sample{'' if n == 1 else 's'} in {k} shard{'' if k == 1 else 's'} to {out / 'shards'}"
-        f"; dropped samples with reasons in {out / 'rejected.parquet'}",
+        f"exported {n} sample{'' if n == 1 else 's'} in {k} shard{'' if k == 1 else 's'} to {folder.shards}"
+        f"; dropped samples with reasons in {folder.rejected}",
         markup=False,
         highlight=False,
         soft_wrap=True,
     )
 
 
-def _print_quarantined(out: Path, failed: dict[tuple[str, str], str]) -> None:
+def _print_quarantined(out: Path, failed: list[QuarantinedUnit]) -> None:
     lines = [
         f"error: {len(failed)} unit{'' if len(failed) == 1 else 's'} failed every attempt and "
         f"{'was' if len(failed) == 1 else 'were'} set aside (the rest of the run finished); "
         f"rerun `groundedit run --out {out}` to retry:"
     ]
-    for (stage, unit), err in list(failed.items())[:10]:
-        lines.append(f"  {stage} {unit}: {err.splitlines()[-1] if err else 'failed'}")
+    for q in failed[:10]:
+        lines.append(f"  {q.stage} {q.unit}: {q.error.splitlines()[-1] if q.error else 'failed'}")
     if len(failed) > 10:
         lines.append(f"  ... and {len(failed) - 10} more (see `groundedit status --out {out}`)")
     console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
@@ -247,19 +282,15 @@ def status(out: Path = typer.Option(..., "--out", metavar="DIR", help="run folde
     """Per-stage progress of a run folder, from its manifests."""
     from groundedit.engine.chain import StageChain
     from groundedit.engine.status import run_status
-    from groundedit.formats.manifest import RunInfo
-    from groundedit.stages import RunContext
+    from groundedit.formats.runconfig import RunConfig
 
-    info = RunInfo.load(out)
-    if info is None:
+    config = RunConfig.load(out)
+    if config is None:
         raise CliError(f"{out} is not a run folder (no manifests/run.json)")
-    ctx = RunContext(
-        out=out.resolve(), input=Path(info.input), seed=info.seed, profile=info.profile, limit=info.limit
-    )
-    table = Table(title=f"{out}  (profile {info.profile}, seed {info.seed})")
+    table = Table(title=f"{out}  (recipe {config.recipe}, profile {config.profile}, seed {config.seed})")
     for col in ("stage", "state", "units", "in", "kept", "rejected", "reasons"):
         table.add_column(col, justify="right" if col in ("units", "in", "kept", "rejected") else "left")
-    statuses = run_status(StageChain(ctx), ctx.out)
+    statuses = run_status(StageChain(config))
     for st in statuses:
         reasons = ", ".join(f"{k} {v}" for k, v in st.rejected.most_common())
         units = f"{st.units_done}/{st.units_planned}" if st.units_planned else str(st.units_done)

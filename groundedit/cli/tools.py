@@ -25,15 +25,31 @@ def fixture(
     seed: int = typer.Option(
         0, "--seed", metavar="N", help="seed of the photos and masks (the same seed, the same input)"
     ),
+    pairs: int | None = typer.Option(
+        None,
+        "--pairs",
+        metavar="N",
+        min=1,
+        help="write N edit pairs instead (pairs.jsonl + images/ + truth/, for `run --recipe pairs`): "
+        "photos edited in known regions (recolour, removal, paste), a global tint, unchanged and "
+        "resized pairs, in turn",
+    ),
 ) -> None:
     """Write a deterministic synthetic SA-1B input: tar shards of multi-object photos (sa_<id>.jpg),
-    each with its SA-1B annotation JSON (sa_<id>.json, one COCO RLE mask per object)."""
+    each with its SA-1B annotation JSON (sa_<id>.json, one COCO RLE mask per object); with --pairs,
+    edit pairs made from such photos, with the true region of each edit."""
     from groundedit.fixtures import write_sa1b_fixture
 
     if out.exists() and not out.is_dir():
         raise CliError(f"--out {out} is a file, not a folder")
     if out.is_dir() and next(out.iterdir(), None) is not None:
         raise CliError(f"--out {out} is not empty: the fixture goes into a new or empty folder")
+    if pairs is not None:
+        from groundedit.pairs_fixture import write_pairs_fixture
+
+        manifest = write_pairs_fixture(out, pairs=pairs, size=(width, height), seed=seed)
+        console.print(f"wrote {pairs} edit pairs to {out} (manifest: {manifest})")
+        return
 
     tars = write_sa1b_fixture(
         out, images=images, images_per_tar=images_per_tar, size=(width, height), seed=seed

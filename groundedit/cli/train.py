@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import typer
@@ -24,7 +23,7 @@ _LOSS_TERMS = ("ce", "mse", "tv", "vv", "mask")
 @app.command()
 def train(
     data: list[str] = typer.Option(
-        ...,
+        [],
         "--data",
         metavar="[KIND:]PATH[=WEIGHT]",
         help="training data, repeatable, [KIND:]PATH[=WEIGHT]: our shards (a run folder, shards/ folder or "
@@ -33,8 +32,8 @@ def train(
         "forces one (groundedit, unified_edit, t2i_pretrain, vlm_sft); WEIGHT overrides the spec's "
         "mixture weight of the source's kind",
     ),
-    out: Path = typer.Option(
-        ..., "--out", metavar="DIR", help="output folder: checkpoints, metrics.jsonl, model/"
+    out: Path | None = typer.Option(
+        None, "--out", metavar="DIR", help="output folder: checkpoints, metrics.jsonl, model/"
     ),
     profile: str = typer.Option(
         DEFAULT_PROFILE, "--profile", metavar="NAME", help="'paper' or 'tiny' (stages/train.yaml)"
@@ -46,6 +45,7 @@ def train(
     lora: bool = typer.Option(
         False, "--lora", help="one-GPU mode: LoRA adapters (spec section lora), Bagel frozen, heads trained"
     ),
+    eight_bit: bool = typer.Option(False, "--eight-bit", help="8-bit AdamW state (optim.eight_bit; torchao)"),
     nproc_per_node: int = typer.Option(
         1,
         "--nproc-per-node",
@@ -54,39 +54,87 @@ def train(
         help="processes (GPUs) on this machine: launches torchrun with FSDP2; for several machines run "
         "torchrun yourself (README)",
     ),
+    plan: bool = typer.Option(
+        False, "--plan", help="print what the run needs per GPU (no weights read, nothing trained) and exit"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="with --plan: print it as one JSON object"),
+    gpu_memory: float = typer.Option(
+        80.0, "--gpu-memory", metavar="GIB", min=1, help="with --plan: GiB per GPU to fit in"
+    ),
+    plan_samples: int = typer.Option(
+        64,
+        "--plan-samples",
+        metavar="N",
+        min=1,
+        help="with --plan: samples of --data whose token lengths are planned",
+    ),
 ) -> None:
     """Fine-tune Bagel on exported shards with the InterCoG grounding losses."""
     import os
 
-    from groundedit.train.spec import load_train_spec
+    from groundedit.train.launch import TrainArgs, torchrun_command
+
+    if plan:
+        args = TrainArgs(data=data, out=out or Path("."), profile=profile, lora=lora, eight_bit=eight_bit)
+        _print_plan(args, nproc_per_node, gpu_memory, plan_samples, as_json)
+        return
+    if not data or out is None:
+        raise CliError("train needs --data and --out (or --plan)")
+    args = TrainArgs(
+        data=data,
+        out=out,
+        profile=profile,
+        max_steps=max_steps,
+        resume=resume,
+        lora=lora,
+        eight_bit=eight_bit,
+    )
+    spec = args.spec()  # a bad profile or spec stops here, before torchrun starts
+    if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+        raise typer.Exit(_torchrun(torchrun_command(nproc_per_node, args)))
+    _run_training(args, spec)
+
+
+def _print_plan(args, processes: int, gpu_memory: float, samples: int, as_json: bool) -> None:
+    from groundedit.train.plan import make_plan, render
+
+    if args.lora and processes > 1:
+        raise CliError("LoRA is the one-process mode: plan it without --nproc-per-node")
+    result = make_plan(args.spec(), args.data, processes, gpu_memory, samples)
+    print(result.model_dump_json() if as_json else render(result))
+
+
+@app.command("train-rank", hidden=True)
+def train_rank(
+    args_json: str = typer.Argument(..., metavar="JSON", help="a TrainArgs object as JSON"),
+) -> None:
+    """One rank of ``train --nproc-per-node N`` (torchrun starts it with the parent's arguments)."""
+    from groundedit.train.launch import TrainArgs
+
+    args = TrainArgs.model_validate_json(args_json)
+    _run_training(args, args.spec())
+
+
+def _run_training(args, spec) -> None:
+    import os
+
     from groundedit.train.trainer import train as run_training
 
-    overrides: dict = {"max_steps": max_steps} if max_steps else {}
-    if lora:
-        overrides["lora"] = {"enabled": True}
-    spec = load_train_spec(profile, overrides=overrides or None)
-    if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
-        args = ["--out", str(out), "--profile", profile, *(a for d in data for a in ("--data", d))]
-        args += [*(["--max-steps", str(max_steps)] if max_steps else []), *(["--resume"] if resume else [])]
-        args += ["--lora"] if lora else []
-        raise typer.Exit(_torchrun(nproc_per_node, ["train", *args]))
     main_rank = os.environ.get("RANK", "0") == "0"
     view = _TrainView(spec.max_steps) if main_rank else None
     try:
-        model_dir = run_training(spec, data, out, resume=resume, on_step=view)
+        model_dir = run_training(spec, args.data, args.out, resume=args.resume, on_step=view)
     finally:
         if view is not None:
             view.close()
     if main_rank:
-        console.print(f"model: {model_dir}   metrics: {out / 'metrics.jsonl'}", soft_wrap=True)
+        console.print(f"model: {model_dir}   metrics: {args.out / 'metrics.jsonl'}", soft_wrap=True)
 
 
-def _torchrun(nproc: int, cli_args: list[str]) -> int:
-    """Run this CLI under ``torch.distributed.run`` on this machine (one node, a free port); its exit code."""
+def _torchrun(command: list[str]) -> int:
+    """Run ``command`` (a torchrun launch of this CLI); its exit code."""
     import subprocess
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    command += ["-m", "groundedit.cli", *cli_args]
     code = subprocess.run(command, check=False).returncode
     if code:
         console.print(f"error: torchrun exited with {code} (the failing rank's error is above)", markup=False)

@@ -10,30 +10,27 @@ schedule :mod:`groundedit.engine.schedule`, the final output :mod:`groundedit.en
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from groundedit.engine import shared_storage
 from groundedit.engine.chain import StageChain
 from groundedit.engine.executors import Executor, LocalExecutor
 from groundedit.engine.planning import PlanReader, PlanWriter, SourcePlanner
 from groundedit.engine.runlock import run_lock
-from groundedit.engine.runner import unit_paths
 from groundedit.engine.schedule import ResourceError, check_gpus, waves, worker_resources
 from groundedit.engine.sharding import OutputCombiner
-from groundedit.engine.tickets import Outcome
+from groundedit.engine.summary import RunSummary
 from groundedit.engine.worker import MAX_ATTEMPTS, StageJob, run_with_env
 from groundedit.faults import crash_point
 from groundedit.formats.commits import CommitStore
-from groundedit.formats.manifest import RunInfo, StageSummary
+from groundedit.formats.manifest import StageSummary
+from groundedit.formats.runconfig import RunConfig
+from groundedit.formats.runfolder import RunFolder, unit_files, unit_of
 from groundedit.formats.scan import IMAGE_EXTENSIONS
-from groundedit.formats.shards import REJECTED_DIR
-from groundedit.stages import RunContext
 
 # settings a worker must see as the driver does (tiny-model cache, spec/prompt folders, HF cache)
 WORKER_ENV_PREFIXES = ("GROUNDEDIT_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_")
@@ -55,41 +52,6 @@ class StageEvent:
     rejected: int = 0
 
 
-@dataclass
-class _Tally:
-    """What the units leaving a wave say about one stage."""
-
-    done: int = 0
-    ran: int = 0
-    blocked: int = 0
-    rows_in: int = 0
-    kept: int = 0
-    rejected: Counter = field(default_factory=Counter)
-    quarantined: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-    setup_seconds: float = 0.0
-    gpu_seconds: float = 0.0
-    devices: set[str] = field(default_factory=set)
-    nodes: Counter = field(default_factory=Counter)
-
-    def add(self, unit: str, o: Outcome) -> None:
-        if o.ok:
-            self.done += 1
-            self.nodes[o.node] += 1
-            self.ran += o.state == "ran"
-            self.rows_in += o.rows_in
-            self.kept += o.kept
-            self.rejected.update(o.rejected)
-            self.seconds += o.seconds
-            self.setup_seconds += o.setup_seconds
-            self.gpu_seconds += o.gpu_seconds
-            self.devices.add(o.device)
-        elif o.state == "quarantined":
-            self.quarantined[unit] = o.error or "failed"
-        else:
-            self.blocked += 1
-
-
 def worker_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(WORKER_ENV_PREFIXES)}
 
@@ -97,7 +59,7 @@ def worker_env() -> dict[str, str]:
 class Pipeline:
     def __init__(
         self,
-        ctx: RunContext,
+        config: RunConfig,
         executor: Executor | None = None,
         on_event: Callable[[StageEvent], None] | None = None,
         on_notice: Callable[[str], None] | None = None,
@@ -105,8 +67,8 @@ class Pipeline:
         window: int | None = None,
         max_attempts: int = MAX_ATTEMPTS,
     ):
-        self.ctx = dataclasses.replace(
-            ctx, env={**worker_env(), **ctx.env}, run_id=ctx.run_id or uuid.uuid4().hex
+        self.config = config.model_copy(
+            update={"env": {**worker_env(), **config.env}, "run_id": config.run_id or uuid.uuid4().hex}
         )
         self.executor = executor or LocalExecutor()
         self.on_event = on_event or (lambda e: None)
@@ -114,15 +76,15 @@ class Pipeline:
         self.schedule = schedule
         self.window = window
         self.max_attempts = max_attempts
-        self.chain = StageChain(self.ctx)
+        self.chain = StageChain(self.config)
         self.order = self.chain.order
-        self.commits = CommitStore(self.ctx.out)
+        self.commits = CommitStore(self.config.out)
 
     # --- running -------------------------------------------------------------------------------
 
-    def run(self, only: str | None = None) -> dict[str, dict]:
-        """Run every stage, or just ``only``; return per-stage summaries (quarantined units in each
-        stage's ``quarantined``). Holds the run folder's lock throughout."""
+    def run(self, only: str | None = None) -> RunSummary:
+        """Run every stage, or just ``only``; return what each stage did (its saved summary) and the
+        units set aside. Holds the run folder's lock throughout."""
         if only is not None and only not in self.order:
             raise PipelineError(f"unknown stage '{only}' (choose from: all, {', '.join(self.order)})")
         names = [only] if only else self.order
@@ -133,7 +95,7 @@ class Pipeline:
         def takeover(holder: str) -> None:
             self.on_notice(f"taking over the run lock left by a run that did not finish ({holder})")
 
-        c = self.ctx
+        c = self.config
         with run_lock(c.out, on_takeover=takeover):  # before Ray starts: a busy folder costs nothing
             where = self.executor.start()
             if where:
@@ -146,15 +108,15 @@ class Pipeline:
             except ResourceError as e:
                 raise PipelineError(str(e)) from None
             self._check_storage()
-            RunInfo(input=str(c.input), profile=c.profile, seed=c.seed, limit=c.limit).save(c.out)
+            c.save()
             self._clean_temp(names)
             if planned is not None:
                 self._write_plan(planned)
             else:
                 self._check_upstream(names[0])
-            summary: dict[str, dict] = {}
+            summary = RunSummary()
             for wave in waves(names, specs, capacity, self.schedule):
-                summary.update(self._run_wave(wave, PlanReader(c.out), capacity))
+                self._run_wave(wave, PlanReader(c.out), capacity, summary)
             return summary
 
     def preflight(self, names: list[str]) -> None:
@@ -162,21 +124,23 @@ class Pipeline:
         (listing every one, with the command that gets it)."""
         from groundedit.models.hub import missing_requirements
 
-        reqs = [r for n in names for r in self.chain.classes[n](self.chain.specs[n], self.ctx).requirements()]
+        reqs = [
+            r for n in names for r in self.chain.classes[n](self.chain.specs[n], self.config).requirements()
+        ]
         missing = missing_requirements(reqs)
         if missing:
             lines = "\n  ".join(missing)
             raise PipelineError(
-                f"models or files missing for profile '{self.ctx.profile}':\n  {lines}\n"
+                f"models or files missing for profile '{self.config.profile}':\n  {lines}\n"
                 "get them (or point the stage specs at local copies), or use --profile tiny to run "
                 "every stage with tiny random-weight models"
             )
 
     def _check_storage(self) -> None:
         """Stop before any work when a node cannot see ``--out`` or ``--input`` (DESIGN §7)."""
-        c = self.ctx
+        c = self.config
         bad = shared_storage.unseen(
-            self.executor.on_every_node, c.out / "manifests", "storage-probe", c.input
+            self.executor.on_every_node, RunFolder(c.out).manifests, "storage-probe", c.input
         )
         if bad:
             node, why = next(iter(bad.items()))
@@ -192,12 +156,14 @@ class Pipeline:
         """The source stage's units, lazily; fails now (before anything is written) on an input
         without images."""
         name = self.chain.source
-        stage = self.chain.classes[name](self.chain.specs[name], self.ctx)
+        stage = self.chain.classes[name](self.chain.specs[name], self.config)
         units = SourcePlanner(stage, self.chain.hashes[name], self.commits).units()
         first = next(units, None)
+        if first is None and self.config.recipe == "pairs":
+            raise PipelineError(f"no edit pairs found in {self.config.input}")
         if first is None:
             raise PipelineError(
-                f"no images found in {self.ctx.input} (looked for SA-1B sa_*.tar shards and "
+                f"no images found in {self.config.input} (looked for SA-1B sa_*.tar shards and "
                 f"{', '.join(IMAGE_EXTENSIONS)} files, recursively)"
             )
 
@@ -208,7 +174,7 @@ class Pipeline:
         return all_units()
 
     def _write_plan(self, planned: Iterator) -> None:
-        writer = PlanWriter(self.ctx.out)
+        writer = PlanWriter(self.config.out)
         units: set[str] = set()  # ids only (tens of bytes a unit), to forget units that left the plan
         try:
             for p in planned:
@@ -222,9 +188,9 @@ class Pipeline:
 
     def _check_upstream(self, first: str) -> None:
         up = self.chain.previous(first)
-        summary = StageSummary.load(self.ctx.out, up) if up else None
+        summary = StageSummary.load(self.config.out, up) if up else None
         ready = summary is not None and summary.complete and summary.chain_hash == self.chain.hashes[up]
-        if not ready or not PlanReader(self.ctx.out).exists():
+        if not ready or not PlanReader(self.config.out).exists():
             raise PipelineError(
                 f"stage '{first}' needs '{up}' finished with the current specs; "
                 f"run `groundedit run --stage {up}` (or --stage all) first"
@@ -234,22 +200,22 @@ class Pipeline:
         """Forget units that left the plan (a lower --limit, a removed input file) at every stage."""
         for name in self.order:
             gone = {u for u in self.commits.units(name) if u not in planned}
-            data = self.ctx.out / "data" / name
+            data = RunFolder(self.config.out).data(name)
             if data.is_dir():
                 for p in data.iterdir():
-                    unit = _unit_of(p.name)
+                    unit = unit_of(p.name)
                     if unit is not None and unit not in planned:
                         gone.add(unit)
             for unit in gone:
                 self.commits.forget(name, unit)
-                for rel in unit_paths(name, unit).values():
-                    (self.ctx.out / rel).unlink(missing_ok=True)
+                for rel in unit_files(name, unit).all():
+                    (self.config.out / rel).unlink(missing_ok=True)
 
     def _clean_temp(self, names: list[str]) -> None:
         """Temp files of writers that were killed (no worker runs while the driver holds the lock)."""
-        out = self.ctx.out
-        folders = [out / "shards", out / REJECTED_DIR, out / "manifests"]
-        folders += [out / d / n for n in names for d in ("data", "commits")]
+        run = RunFolder(self.config.out)
+        folders = [run.shards, run.rejected, run.manifests]
+        folders += [f for n in names for f in (run.data(n), run.commit_dir(n))]
         for folder in folders:
             if folder.is_dir():
                 for p in folder.glob(".*.tmp-*"):
@@ -268,7 +234,7 @@ class Pipeline:
                 StageJob(
                     stage_cls=self.chain.classes[name],
                     spec=self.chain.specs[name],
-                    ctx=self.ctx,
+                    config=self.config,
                     chain_hash=self.chain.hashes[name],
                     source=self.chain.source,
                     upstream=up,
@@ -280,13 +246,18 @@ class Pipeline:
             )
         return jobs
 
-    def _run_wave(self, wave: list[str], plan: PlanReader, capacity: dict[str, float]) -> dict[str, dict]:
-        c, sink = self.ctx, self.chain.sink
+    def _run_wave(
+        self, wave: list[str], plan: PlanReader, capacity: dict[str, float], summary: RunSummary
+    ) -> None:
+        c, sink = self.config, self.chain.sink
         planned = plan.info().units
-        tallies = {n: _Tally() for n in wave}
         events = {n: StageEvent(n, "start", units_total=planned) for n in wave}
-        for ev in events.values():
-            self.on_event(ev)
+        for name in wave:
+            spec_hash, chain_hash = self.chain.specs[name].spec_hash(), self.chain.hashes[name]
+            summary.start(
+                StageSummary(stage=name, spec_hash=spec_hash, chain_hash=chain_hash, units_planned=planned)
+            )
+            self.on_event(events[name])
         combiner = None
         if sink in wave:
             params = self.chain.classes[sink].Params.model_validate(self.chain.specs[sink].params)
@@ -298,59 +269,26 @@ class Pipeline:
         window = self.window or max(8, 2 * sum(self.chain.specs[n].workers for n in wave))
         for ticket in self.executor.stream(self._jobs(wave, capacity), plan, window):
             for name in wave:
-                o = ticket.outcome(name)
-                tallies[name].add(ticket.unit, o)
-                ev = events[name]
+                summary.count(ticket.unit, ticket.outcome(name))
+                s, ev = summary.stages[name], events[name]
                 ev.kind, ev.units_done = "advance", ev.units_done + 1
-                ev.kept, ev.rejected = tallies[name].kept, sum(tallies[name].rejected.values())
+                ev.kept, ev.rejected = s.kept, sum(s.rejected.values())
                 self.on_event(ev)
             if combiner is not None:
                 combiner.add(ticket)
             crash_point("run:ticket-done")
-        outputs = combiner.finish() if combiner is not None else {}
-        summary = {}
+        output = combiner.finish() if combiner is not None else None
         for name in wave:
-            t = tallies[name]
-            record = StageSummary(
-                stage=name,
-                spec_hash=self.chain.specs[name].spec_hash(),
-                chain_hash=self.chain.hashes[name],
-                units_planned=planned,
-                units_done=t.done,
-                units_ran=t.ran,
-                units_blocked=t.blocked,
-                units_quarantined=len(t.quarantined),
-                rows_in=t.rows_in,
-                kept=t.kept,
-                rejected=dict(t.rejected),
-                complete=t.done == planned,
-                seconds=round(t.seconds, 3),
-                setup_seconds=round(t.setup_seconds, 3),
-                gpu_seconds=round(t.gpu_seconds, 3),
-                devices=sorted(t.devices),
-                nodes=dict(sorted(t.nodes.items())),
-            )
+            record = summary.seal(name)
             if name == sink:
-                record.shards, record.exported = outputs["shards"], outputs["samples"]
-                record.rejected_rows = outputs["rejected_rows"]
-                record.kept = outputs["samples"]
+                record.shards, record.exported = output.shards, output.samples
+                record.rejected_rows = output.rejected_rows
+                record.kept = output.samples
             record.save(c.out)
-            if t.ran:
+            if record.units_ran:
                 self._invalidate_after(name, wave)
             events[name].kind = "done"
             self.on_event(events[name])
-            summary[name] = {
-                "units": planned,
-                "ran": t.ran,
-                "rows": t.rows_in,
-                "kept": t.kept,
-                "rejected": dict(t.rejected),
-                "blocked": t.blocked,
-                "quarantined": dict(t.quarantined),
-            }
-            if name == sink:
-                summary[name] |= {"kept": outputs["samples"], "rejected": {}, **outputs}
-        return summary
 
     def _invalidate_after(self, name: str, wave: list[str]) -> None:
         """A stage that processed units may have changed its output: later stages this wave did
@@ -358,14 +296,7 @@ class Pipeline:
         for later in self.chain.later(name):
             if later in wave:
                 continue
-            s = StageSummary.load(self.ctx.out, later)
+            s = StageSummary.load(self.config.out, later)
             if s is not None and s.complete:
                 s.complete = False
-                s.save(self.ctx.out)
-
-
-def _unit_of(filename: str) -> str | None:
-    for suffix in (".rejected.parquet", ".parquet", ".tar"):
-        if filename.endswith(suffix) and not filename.startswith("."):
-            return filename[: -len(suffix)]
-    return None
+                s.save(self.config.out)

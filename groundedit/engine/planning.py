@@ -28,7 +28,7 @@ from groundedit.engine.tickets import Ticket
 from groundedit.formats.commits import CommitStore, FileStamp
 from groundedit.formats.listing import TarListings
 from groundedit.formats.manifest import atomic_write_bytes
-from groundedit.formats.runfolder import RunFolder
+from groundedit.formats.runfolder import PLAN_INFO, PLAN_PART, PLAN_PARTS, RunFolder
 from groundedit.formats.scan import KeyIndex, unit_fingerprint
 from groundedit.formats.tar import DIGEST_ALGORITHM, file_digest
 from groundedit.records import BlobRef, SourceEntry
@@ -74,15 +74,11 @@ class PlanPart(BaseModel):
     units: int
 
 
-def plan_dir(out: Path) -> Path:
-    return Path(out) / "manifests" / "plan"
-
-
 class PlanWriter:
     """Writes a plan into a temp folder and swaps it in on :meth:`commit`."""
 
     def __init__(self, out: Path):
-        self.final = plan_dir(out)
+        self.final = RunFolder(out).plan
         self.tmp = self.final.with_name(f".plan.tmp-{os.getpid()}")
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
@@ -117,7 +113,7 @@ class PlanWriter:
         return ticket
 
     def _name(self) -> str:
-        return f"part-{self._part:06d}.parquet"
+        return PLAN_PART.format(self._part)
 
     def _close_part(self) -> None:
         if self._writer is not None:
@@ -127,7 +123,7 @@ class PlanWriter:
     def commit(self) -> None:
         self._close_part()
         info = PlanInfo(units=self.units, rows=self.rows)
-        atomic_write_bytes(self.tmp / "plan.json", info.model_dump_json().encode())
+        atomic_write_bytes(self.tmp / PLAN_INFO, info.model_dump_json().encode())
         old = self.final.with_name(f".plan.old-{os.getpid()}")
         if self.final.exists():
             self.final.rename(old)
@@ -144,19 +140,19 @@ class PlanReader:
 
     def __init__(self, out: Path):
         self.out = Path(out)
-        self.dir = plan_dir(out)
+        self.dir = RunFolder(out).plan
         self._open: tuple[str, pq.ParquetFile] | None = None  # the part file read last
 
     def exists(self) -> bool:
-        return (self.dir / "plan.json").is_file()
+        return (self.dir / PLAN_INFO).is_file()
 
     def info(self) -> PlanInfo:
-        return PlanInfo.model_validate_json((self.dir / "plan.json").read_bytes())
+        return PlanInfo.model_validate_json((self.dir / PLAN_INFO).read_bytes())
 
     def parts(self) -> list[PlanPart]:
         """The plan's part files in plan order, with the units each holds (their footers only)."""
         parts, first = [], 0
-        for path in sorted(self.dir.glob("part-*.parquet")):
+        for path in sorted(self.dir.glob(PLAN_PARTS)):
             units = pq.ParquetFile(path).metadata.num_rows
             parts.append(PlanPart(name=path.name, first_seq=first, units=units))
             first += units
@@ -222,9 +218,12 @@ def stamp_loose_files(entries: list[SourceEntry], previous: list[FileStamp]) -> 
         s = stamps[ref.path]
         return ref.model_copy(update={"size": s.size, "digest": s.digest})
 
-    out = [
-        e.model_copy(update={"image": stamped(e.image), "annotation": stamped(e.annotation)}) for e in entries
-    ]
+    out = []
+    for e in entries:
+        update = {"image": stamped(e.image), "annotation": stamped(e.annotation)}
+        if e.pair is not None:  # an edit pair's other image is an input file too
+            update["pair"] = e.pair.model_copy(update={"target": stamped(e.pair.target)})
+        out.append(e.model_copy(update=update))
     return out, list(stamps.values())
 
 
@@ -250,7 +249,7 @@ class SourcePlanner:
         self.stage = stage
         self.chain_hash = chain_hash
         self.commits = commits
-        self.listings = TarListings(RunFolder(stage.ctx.out).listings)
+        self.listings = TarListings(RunFolder(stage.config.out).listings)
         self._keys_dir = tempfile.mkdtemp(prefix="groundedit-keys-")
         self.keys = KeyIndex(Path(self._keys_dir) / "keys.sqlite")
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from groundedit.faults import crash_point
 from groundedit.formats.commits import UnitCommit
 from groundedit.formats.manifest import digest
+from groundedit.formats.runfolder import unit_files
 from groundedit.formats.storage import read_rows, write_rejected, write_rows
 from groundedit.formats.tar import ArtifactPack, BlobChanged
 from groundedit.image.codec import SampleError
@@ -52,16 +53,6 @@ class Unit:
     rows: int
     input_file: Path | None = None
     entries: list[SourceEntry] = field(default_factory=list)
-
-
-def unit_paths(stage: str, unit: str) -> dict[str, str]:
-    """Output locations of a unit, relative to the run folder."""
-    base = f"data/{stage}/{unit}"
-    return {
-        "file": f"{base}.parquet",
-        "rejected_file": f"{base}.rejected.parquet",
-        "artifacts": f"{base}.tar",
-    }
 
 
 def _error_reason(e: Exception) -> tuple[str, str]:
@@ -129,10 +120,10 @@ def run_unit(stage: Stage | SourceStage, unit: Unit, chain_hash: str) -> UnitCom
     """Process ``unit`` with a set-up ``stage`` and write its files; return its commit (for the
     caller to write once everything is in place)."""
     start = time.perf_counter()
-    out = stage.ctx.out
-    paths = unit_paths(stage.name, unit.id)
+    out = stage.config.out
+    paths = unit_files(stage.name, unit.id)
     rows = unit.entries if isinstance(stage, SourceStage) else read_rows(unit.input_file, Sample)
-    io = UnitIO(unit=unit.id, out=out, artifacts=ArtifactPack(out, paths["artifacts"]))
+    io = UnitIO(unit=unit.id, out=out, artifacts=ArtifactPack(out, paths.artifacts))
     kept: list[Sample] = []
     rejected: list[Sample] = []
     try:
@@ -151,21 +142,21 @@ def run_unit(stage: Stage | SourceStage, unit: Unit, chain_hash: str) -> UnitCom
         io.artifacts.abort()
         raise
     crash_point(f"{stage.name}:artifacts-committed")
-    rejected_digest = write_rejected(rejected, out / paths["rejected_file"])
-    kept_digest = write_rows(kept, out / paths["file"])
+    rejected_digest = write_rejected(rejected, out / paths.rejected_file)
+    kept_digest = write_rows(kept, out / paths.file)
     crash_point(f"{stage.name}:unit-written")
     has_artifacts = io.artifacts.committed
     if not has_artifacts:  # a previous attempt at this unit may have left one
-        (out / paths["artifacts"]).unlink(missing_ok=True)
+        (out / paths.artifacts).unlink(missing_ok=True)
     return UnitCommit(
         stage=stage.name,
         unit=unit.id,
         chain_hash=chain_hash,
         input_fingerprint=unit.fingerprint,
         output_fingerprint=digest(kept_digest, rejected_digest),
-        file=paths["file"],
-        rejected_file=paths["rejected_file"],
-        artifacts=paths["artifacts"] if has_artifacts else None,
+        file=paths.file,
+        rejected_file=paths.rejected_file,
+        artifacts=paths.artifacts if has_artifacts else None,
         rows_in=len(rows),
         kept=len(kept),
         rejected=dict(Counter(s.rejection.reason for s in rejected)),
@@ -179,8 +170,8 @@ def run_sink_unit(stage: SinkStage, unit: Unit, chain_hash: str, rejected_parts:
     the driver combines into the rejected sidecar."""
     start = time.perf_counter()
     samples = read_rows(unit.input_file, Sample)
-    part = unit_paths(stage.name, unit.id)["artifacts"]
-    spans, part_digest = stage.write_part(samples, stage.ctx.out / part)
+    part = unit_files(stage.name, unit.id).artifacts
+    spans, part_digest = stage.write_part(samples, stage.config.out / part)
     crash_point(f"{stage.name}:part-written")
     return UnitCommit(
         stage=stage.name,

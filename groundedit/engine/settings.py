@@ -1,4 +1,6 @@
-"""A run folder remembers how it was made: ``manifests/run.json`` (input, profile, seed, limit).
+"""A run folder remembers how it was made: ``manifests/run.json`` (the persisted part of the
+:class:`~groundedit.formats.runconfig.RunConfig`: input, recipe and how its input is read, profile,
+seed, limit).
 
 Resuming reuses those settings, so ``groundedit run --out runs/x`` alone continues a run. Asking an
 existing folder for a different input, profile or seed is refused unless ``reconfigure`` is set
@@ -13,41 +15,37 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from groundedit.formats.manifest import RunInfo
+from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.runfolder import is_run_folder
-from groundedit.specs import DEFAULT_PROFILE
 
 
 class SettingsError(ValueError):
     """The requested settings do not fit the run folder."""
 
 
-def resolve_settings(
-    out: Path,
-    *,
-    input: Path | None,
-    profile: str | None,
-    seed: int | None,
-    limit: int | None,
-    stage: str,
-    source_stage: str,
-    reconfigure: bool = False,
-) -> RunInfo:
-    """The settings this run uses: the folder's own, overridden by what was asked (``None`` = not
-    asked; ``limit=0`` = no limit)."""
-    new_input = str(input.resolve()) if input is not None else None
-    saved = RunInfo.load(out)
+def resolve_config(
+    out: Path, *, stage: str, source_stage: str, reconfigure: bool = False, **asked: object
+) -> RunConfig:
+    """The configuration this run uses: the folder's own, overridden by what was asked. ``asked``
+    holds persisted fields of :class:`RunConfig` (``None`` = not asked; ``limit=0`` = no limit)."""
+    unknown = set(asked) - set(RunConfig.settings())
+    if unknown:
+        raise TypeError(f"not persisted run settings: {', '.join(sorted(unknown))}")
+    asked = {k: v for k, v in asked.items() if v is not None}
+    if "input" in asked:
+        asked["input"] = Path(asked["input"]).resolve()
+    if asked.get("limit") == 0:
+        asked["limit"] = None
+    out = Path(out).resolve()
+    saved = RunConfig.load(out)
     if saved is None:
-        if new_input is None:
+        if "input" not in asked:
             raise SettingsError(f"{out} is not a run folder yet: --input is required")
-        return RunInfo(
-            input=new_input, profile=profile or DEFAULT_PROFILE, seed=seed or 0, limit=limit or None
-        )
-    asked = {"input": new_input, "profile": profile, "seed": seed}
-    changed = {k: v for k, v in asked.items() if v is not None and v != getattr(saved, k)}
+        return RunConfig(out=out, **asked)
+    changed = {k: asked[k] for k in RunConfig.GUARDED if k in asked and asked[k] != getattr(saved, k)}
     if changed and not reconfigure:
-        was = ", ".join(f"--{k} {getattr(saved, k)}" for k in changed)
-        now = ", ".join(f"--{k} {v}" for k, v in changed.items())
+        was = ", ".join(f"--{_flag(k)} {_shown(getattr(saved, k))}" for k in changed)
+        now = ", ".join(f"--{_flag(k)} {_shown(v)}" for k, v in changed.items())
         raise SettingsError(
             f"{out} was made with {was}; this run asks for {now}. Leave those flags out to resume, "
             "use another --out, or add --reconfigure to redo the stages they change"
@@ -56,12 +54,17 @@ def resolve_settings(
         raise SettingsError(
             f"a new --input is read by '{source_stage}' only: run --stage {source_stage} or --stage all"
         )
-    return RunInfo(
-        input=new_input or saved.input,
-        profile=profile or saved.profile,
-        seed=saved.seed if seed is None else seed,
-        limit=saved.limit if limit is None else (limit or None),
-    )
+    return RunConfig(out=out, **(saved.model_dump(include=set(RunConfig.settings())) | asked))
+
+
+def _flag(field: str) -> str:
+    return field.replace("_", "-")
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
 
 
 def check_out_folder(out: Path, input: Path | None, force: bool = False) -> None:

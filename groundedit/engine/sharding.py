@@ -30,7 +30,15 @@ from groundedit.engine.tickets import Ticket
 from groundedit.faults import crash_point
 from groundedit.formats.commits import CommitStore, RejectedPart, UnitCommit
 from groundedit.formats.manifest import atomic_write_bytes, digest
-from groundedit.formats.shards import REJECTED_DIR, REJECTED_PATTERN, SHARD_PATTERN, ShardStats
+from groundedit.formats.runfolder import RunFolder
+from groundedit.formats.shards import (
+    REJECTED_PATTERN,
+    REJECTED_PREFIX,
+    SHARD_PATTERN,
+    SHARD_PREFIX,
+    ShardStats,
+    stats_path,
+)
 from groundedit.formats.storage import REJECTED_SCHEMA
 
 _END = b"\0" * 1024  # a tar ends with two zero blocks
@@ -77,9 +85,8 @@ class RejectedJob(_Record):
 
 def assemble_shard(out: str, job: ShardJob) -> ShardStats:
     """Copy the job's sample spans into a new shard, add the end blocks, then write its stats."""
-    shard_dir = Path(out) / "shards"
-    path = shard_dir / job.name
-    (shard_dir / job.name).with_suffix(".stats.json").unlink(missing_ok=True)
+    path = RunFolder(out).shards / job.name
+    stats_path(path).unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     sha = hashlib.sha256()
     with open(tmp, "wb") as dst:
@@ -111,14 +118,14 @@ def assemble_shard(out: str, job: ShardJob) -> ShardStats:
         identity=job.identity,
         committed_ns=time.time_ns(),
     )
-    atomic_write_bytes(path.with_suffix(".stats.json"), stats.model_dump_json(indent=1).encode())
+    atomic_write_bytes(stats_path(path), stats.model_dump_json(indent=1).encode())
     crash_point("export:shard-written")
     return stats
 
 
 def assemble_rejected(out: str, job: RejectedJob) -> int:
     """Concatenate the job's rejected files into one Parquet file (streamed, file by file)."""
-    folder = Path(out) / REJECTED_DIR
+    folder = RunFolder(out).rejected
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / job.name
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -223,6 +230,14 @@ class RejectedLayout:
         return [self._close()] if self.files or self.index == 0 else []
 
 
+class CombinedOutput(_Record):
+    """What the output holds once combined: shards, samples in them, rows of ``rejected.parquet/``."""
+
+    shards: int
+    samples: int
+    rejected_rows: int
+
+
 class OutputCombiner:
     """Takes tickets in any order, combines the sink's parts in plan order. ``call(fn, *args)``
     runs an output writer where the executor runs work (a Ray task, or inline)."""
@@ -234,8 +249,9 @@ class OutputCombiner:
         self._early: dict[int, Ticket] = {}
         self._next = 0
         self.samples = self.rejected_rows = self.written = 0
-        (self.out / "shards").mkdir(parents=True, exist_ok=True)
-        legacy = self.out / REJECTED_DIR
+        self.folder = RunFolder(out)
+        self.folder.shards.mkdir(parents=True, exist_ok=True)
+        legacy = self.folder.rejected
         if legacy.is_file():  # a run folder from before rejected.parquet became a folder
             legacy.unlink()
 
@@ -257,19 +273,19 @@ class OutputCombiner:
 
     def _write_shard(self, job: ShardJob) -> None:
         self.samples += job.samples
-        stats = self.out / "shards" / job.name.replace(".tar", ".stats.json")
+        shard = self.folder.shards / job.name
         try:
-            done = ShardStats.model_validate_json(stats.read_bytes())
+            done = ShardStats.model_validate_json(stats_path(shard).read_bytes())
         except (FileNotFoundError, ValueError):
             done = None
-        if done is not None and done.identity == job.identity and (self.out / "shards" / job.name).is_file():
+        if done is not None and done.identity == job.identity and shard.is_file():
             return
         self.call(assemble_shard, str(self.out), job)
         self.written += 1
 
     def _write_rejected(self, job: RejectedJob) -> None:
         self.rejected_rows += job.rows
-        path = self.out / REJECTED_DIR / job.name
+        path = self.folder.rejected / job.name
         try:
             meta = pq.read_schema(path).metadata or {}
         except (FileNotFoundError, OSError):
@@ -279,7 +295,7 @@ class OutputCombiner:
         self.call(assemble_rejected, str(self.out), job)
         self.written += 1
 
-    def finish(self) -> dict[str, int]:
+    def finish(self) -> CombinedOutput:
         """Write the last, partial outputs and delete outputs past the new end."""
         if self._early:
             raise RuntimeError(f"units missing from the stream before {min(self._early)} (plan order)")
@@ -287,9 +303,11 @@ class OutputCombiner:
             self._write_shard(job)
         for job in self.rejected.finish():
             self._write_rejected(job)
-        _remove_beyond(self.out / "shards", "groundedit-", self.shards.index)
-        _remove_beyond(self.out / REJECTED_DIR, "part-", self.rejected.index)
-        return {"shards": self.shards.index, "samples": self.samples, "rejected_rows": self.rejected_rows}
+        _remove_beyond(self.folder.shards, SHARD_PREFIX, self.shards.index)
+        _remove_beyond(self.folder.rejected, REJECTED_PREFIX, self.rejected.index)
+        return CombinedOutput(
+            shards=self.shards.index, samples=self.samples, rejected_rows=self.rejected_rows
+        )
 
 
 def _remove_beyond(folder: Path, prefix: str, count: int) -> None:

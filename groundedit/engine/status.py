@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from groundedit.engine.chain import StageChain
 from groundedit.engine.planning import PlanReader
-from groundedit.formats.commits import CommitStore, UnitCommit
-from groundedit.formats.manifest import digest
+from groundedit.formats.commits import CommitStore, UnitCommit, sink_input
 from groundedit.formats.shards import read_shard_stats
 
 
@@ -34,7 +32,8 @@ class StageStatus:
     nodes: Counter = field(default_factory=Counter)  # node that did it -> done units
 
 
-def run_status(chain: StageChain, out: Path) -> list[StageStatus]:
+def run_status(chain: StageChain) -> list[StageStatus]:
+    out = chain.config.out
     plan = PlanReader(out)
     statuses = {n: StageStatus(n, "not started") for n in chain.order}
     if not plan.exists():
@@ -49,7 +48,7 @@ def run_status(chain: StageChain, out: Path) -> list[StageStatus]:
             st.units_planned += 1
             c = commits.read(name, ticket.unit)
             if name == chain.sink:
-                expected = digest([(m.stage, m.output_fingerprint) for m in made]) if upstream_ok else None
+                expected = sink_input(made) if upstream_ok else None
             if c is not None:
                 seen[name] += 1
                 st.rows_in += c.rows_in

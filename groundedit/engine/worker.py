@@ -26,13 +26,13 @@ from groundedit.engine.planning import PlanReader
 from groundedit.engine.runner import Unit, run_sink_unit, run_unit, setup_stage
 from groundedit.engine.tickets import Outcome, Ticket
 from groundedit.faults import crash_point
-from groundedit.formats.commits import CommitStore, RejectedPart, UnitCommit, UnitFailure
+from groundedit.formats.commits import CommitStore, RejectedPart, UnitCommit, UnitFailure, sink_input
 from groundedit.formats.listing import TarListings
-from groundedit.formats.manifest import digest
-from groundedit.formats.runfolder import RunFolder
+from groundedit.formats.runconfig import RunConfig
+from groundedit.formats.runfolder import RunFolder, producer_of
 from groundedit.formats.tar import BlobChanged
 from groundedit.specs import StageSpec
-from groundedit.stages.base import RunContext, SinkStage, SourceStage
+from groundedit.stages.base import SinkStage, SourceStage
 
 MAX_ATTEMPTS = 3
 
@@ -43,7 +43,7 @@ class StageJob:
 
     stage_cls: type
     spec: StageSpec
-    ctx: RunContext
+    config: RunConfig
     chain_hash: str
     source: str = ""  # the run's source stage (it made every input file a unit reads)
     upstream: str | None = None  # the stage whose output this one reads (None: the source stage)
@@ -59,15 +59,15 @@ class StageJob:
 
 class StageWorker:
     def __init__(self, job: StageJob):
-        os.environ.update(job.ctx.env)  # the driver's settings, whatever this process inherited
+        os.environ.update(job.config.env)  # the driver's settings, whatever this process inherited
         self.job = job
-        self.commits = CommitStore(job.ctx.out)
-        self.plan = PlanReader(job.ctx.out)
+        self.commits = CommitStore(job.config.out)
+        self.plan = PlanReader(job.config.out)
         self.stage = None
 
     def _stage(self):
         if self.stage is None:
-            stage = self.job.stage_cls(self.job.spec, self.job.ctx)
+            stage = self.job.stage_cls(self.job.spec, self.job.config)
             setup_stage(stage)
             self.stage = stage
         return self.stage
@@ -103,18 +103,17 @@ class StageWorker:
             return None
         if not job.earlier:
             return up.output_fingerprint, [up]
-        # the sink takes every stage's rejected rows for the unit: its input is all of their outputs
         ups = [self.commits.read(s, ticket.unit) for s in job.earlier]
         if any(c is None for c in ups):
             return None
-        return digest([(c.stage, c.output_fingerprint) for c in ups]), ups
+        return sink_input(ups), ups
 
     def _run(self, ticket: Ticket, fingerprint: str, upstream: list[UnitCommit]) -> Outcome:
         job, unit = self.job, ticket.unit
         self._stage()  # a stage that cannot start fails the run, not each unit in turn
         failure = self.commits.read_failure(job.name, unit)
         attempts = 0
-        if failure is not None and failure.counts_for(job.ctx.run_id, job.chain_hash, fingerprint):
+        if failure is not None and failure.counts_for(job.config.run_id, job.chain_hash, fingerprint):
             attempts = failure.attempts
             if attempts >= job.max_attempts:
                 return Outcome(stage=job.name, state="quarantined", error=failure.error)
@@ -123,7 +122,7 @@ class StageWorker:
             record = UnitFailure(
                 stage=job.name,
                 unit=unit,
-                run_id=job.ctx.run_id,
+                run_id=job.config.run_id,
                 chain_hash=job.chain_hash,
                 input_fingerprint=fingerprint,
                 attempts=attempts,
@@ -150,7 +149,7 @@ class StageWorker:
 
     def _process(self, ticket: Ticket, fingerprint: str, upstream: list[UnitCommit]) -> UnitCommit:
         job, stage = self.job, self._stage()
-        out = job.ctx.out
+        out = job.config.out
         if isinstance(stage, SourceStage):
             entries, stamps = self.plan.entries(ticket)
             commit = run_unit(
@@ -171,12 +170,11 @@ class StageWorker:
     def _invalidate_producer(self, e: BlobChanged, unit: str) -> None:
         """Forget the commit of the stage that made the changed bytes, so the next run redoes it
         (input files: the source stage; ``data/<stage>/...``: that stage)."""
-        parts = Path(e.ref.path).parts
-        producer = parts[1] if len(parts) >= 3 and parts[0] == "data" else None
+        producer = producer_of(e.ref.path)
         if producer is None and not Path(e.ref.path).is_absolute():
             return
         if producer is None and e.ref.member is not None:  # an input tar: list it again
-            TarListings(RunFolder(self.job.ctx.out).listings).forget(e.ref.path)
+            TarListings(RunFolder(self.job.config.out).listings).forget(e.ref.path)
         self.commits.remove(producer or self.job.source, unit)
 
 

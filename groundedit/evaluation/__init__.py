@@ -12,12 +12,9 @@ from groundedit.evaluation.judge import EditJudge, JudgeError, Verdict
 from groundedit.evaluation.scoring import METRICS, EvalOptions, ItemResult, evaluate
 from groundedit.evaluation.tables import summarize, summary_table, write_items_csv, write_summary_csv
 
-RUN_RESULTS = "eval"  # a scored run folder's results go to <run>/eval/ (beside report/) unless --to says
-
 __all__ = [
     "METRICS",
     "READERS",
-    "RUN_RESULTS",
     "BenchError",
     "BenchItem",
     "EditJudge",

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from groundedit.formats.runfolder import RunFolder
 from groundedit.image.codec import SampleError, decode_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -78,7 +79,7 @@ def detect_reader(bench: Path) -> str:
     """The reader for ``bench``: a ``.jsonl`` file, a run folder, or SmartEdit folders."""
     if bench.is_file():
         return "jsonl"
-    if (bench / "manifests" / "run.json").is_file():
+    if RunFolder(bench).run_json.is_file():
         return "shards"
     if bench.is_dir():
         return "smartedit"

@@ -15,14 +15,9 @@ from pathlib import Path
 
 from groundedit.exporters.base import ExportError, ExportSummary, fresh_folder, require_samples
 from groundedit.formats.rundata import RunData
+from groundedit.records import COT_KEYS
 
 IMAGE_COLUMNS = {"src": "src.jpg", "grounded": "grounded.jpg", "edited": "edited.jpg", "mask": "mask.png"}
-COT_KEYS = (
-    "1_Scene_Description",
-    "2_Target_Localization",
-    "3_Editing_Description",
-    "4_Post_Edit_Description",
-)
 
 
 def hf_features():

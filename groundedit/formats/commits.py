@@ -25,10 +25,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from groundedit.formats.manifest import atomic_write_bytes
-
-COMMITS_DIR = "commits"
-_FAILED = ".failed.json"
+from groundedit.formats.manifest import atomic_write_bytes, digest
+from groundedit.formats.runfolder import COMMIT, FAILURE, RunFolder
 
 
 class _Record(BaseModel):
@@ -107,6 +105,12 @@ class UnitCommit(_Record):
         return self.chain_hash == chain_hash and self.input_fingerprint == input_fingerprint
 
 
+def sink_input(earlier: list[UnitCommit]) -> str:
+    """The input fingerprint of a unit at the sink: it takes every earlier stage's rows (kept and
+    rejected), so its input is all of their outputs."""
+    return digest([(c.stage, c.output_fingerprint) for c in earlier])
+
+
 class UnitFailure(_Record):
     """Attempts at a unit in one run, and the last error (a quarantined unit's reason)."""
 
@@ -149,54 +153,45 @@ class CommitStore:
     """The commit files of one run folder."""
 
     def __init__(self, out: Path):
-        self.root = Path(out) / COMMITS_DIR
-
-    def _path(self, stage: str, unit: str, suffix: str = ".json") -> Path:
-        return self.root / stage / f"{unit}{suffix}"
+        self.folder = RunFolder(out)
 
     def read(self, stage: str, unit: str) -> UnitCommit | None:
-        try:
-            return UnitCommit.model_validate_json(self._path(stage, unit).read_bytes())
-        except FileNotFoundError:
-            return None
+        return _load(UnitCommit, self.folder.commit(stage, unit))
 
     def write(self, commit: UnitCommit) -> UnitCommit:
         stamp = {"committed_ns": time.time_ns(), "worker": worker_name(), "node": node_name()}
         commit = commit.model_copy(update=stamp)
-        atomic_write_bytes(self._path(commit.stage, commit.unit), commit.model_dump_json().encode())
+        atomic_write_bytes(self.folder.commit(commit.stage, commit.unit), commit.model_dump_json().encode())
         return commit
 
     def remove(self, stage: str, unit: str) -> None:
-        self._path(stage, unit).unlink(missing_ok=True)
+        self.folder.commit(stage, unit).unlink(missing_ok=True)
 
     def read_failure(self, stage: str, unit: str) -> UnitFailure | None:
-        try:
-            return UnitFailure.model_validate_json(self._path(stage, unit, _FAILED).read_bytes())
-        except FileNotFoundError:
-            return None
+        return _load(UnitFailure, self.folder.failure(stage, unit))
 
     def write_failure(self, failure: UnitFailure) -> None:
         failure = failure.model_copy(update={"updated_ns": time.time_ns()})
         # an attempt count lost to a power cut costs one more attempt: no fsync for it
-        path = self._path(failure.stage, failure.unit, _FAILED)
+        path = self.folder.failure(failure.stage, failure.unit)
         atomic_write_bytes(path, failure.model_dump_json().encode(), durable=False)
 
     def remove_failure(self, stage: str, unit: str) -> None:
-        self._path(stage, unit, _FAILED).unlink(missing_ok=True)
+        self.folder.failure(stage, unit).unlink(missing_ok=True)
 
     def units(self, stage: str) -> Iterator[str]:
         """Units with a commit or a failure record at ``stage`` (unordered)."""
-        d = self.root / stage
+        d = self.folder.commit_dir(stage)
         if not d.is_dir():
             return
         for entry in os.scandir(d):
             name = entry.name
             if name.startswith("."):
                 continue
-            if name.endswith(_FAILED):
-                yield name[: -len(_FAILED)]
-            elif name.endswith(".json"):
-                yield name[: -len(".json")]
+            if name.endswith(FAILURE):
+                yield name[: -len(FAILURE)]
+            elif name.endswith(COMMIT):
+                yield name[: -len(COMMIT)]
 
     def read_all(self, stage: str) -> dict[str, UnitCommit]:
         """Every commit of ``stage`` (memory grows with the units: tools and tests on small runs)."""
@@ -206,3 +201,10 @@ class CommitStore:
     def forget(self, stage: str, unit: str) -> None:
         self.remove(stage, unit)
         self.remove_failure(stage, unit)
+
+
+def _load(model, path: Path):
+    try:
+        return model.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        return None

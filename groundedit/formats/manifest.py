@@ -1,5 +1,5 @@
-"""Run manifests: the run's settings (``run.json``) and each stage's summary (``<stage>.json``),
-plus the atomic-write and digest helpers every record uses.
+"""Run manifests: each stage's summary (``<stage>.json``), plus the atomic-write and digest helpers
+every record uses (the run's settings, ``run.json``, are :mod:`groundedit.formats.runconfig`).
 
 Per-unit progress is not here: each finished unit has its own commit file, written by the worker
 (:mod:`groundedit.formats.commits`). Files are replaced atomically (temp file + rename), so a kill at any
@@ -17,6 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from groundedit import __version__
+from groundedit.formats.runfolder import RunFolder
 
 SCHEMA_VERSION = 2
 
@@ -77,9 +78,13 @@ class StageSummary(BaseModel):
     exported: int | None = Field(None, description="sink: samples in the shards")
     rejected_rows: int | None = Field(None, description="sink: rows of rejected.parquet")
 
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
     @staticmethod
     def path(out: Path, stage: str) -> Path:
-        return Path(out) / "manifests" / f"{stage}.json"
+        return RunFolder(out).summary(stage)
 
     @classmethod
     def load(cls, out: Path, stage: str) -> StageSummary | None:
@@ -95,26 +100,3 @@ class StageSummary(BaseModel):
     def save(self, out: Path) -> None:
         self.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
         atomic_write_bytes(self.path(out, self.stage), self.model_dump_json(indent=1).encode())
-
-
-class RunInfo(BaseModel):
-    """``<out>/manifests/run.json``: the arguments of the latest run in this folder."""
-
-    model_config = ConfigDict(extra="forbid")
-    input: str
-    profile: str
-    seed: int
-    limit: int | None = None
-    version: str = __version__
-
-    @staticmethod
-    def path(out: Path) -> Path:
-        return Path(out) / "manifests" / "run.json"
-
-    @classmethod
-    def load(cls, out: Path) -> RunInfo | None:
-        p = cls.path(out)
-        return cls.model_validate_json(p.read_text()) if p.is_file() else None
-
-    def save(self, out: Path) -> None:
-        atomic_write_bytes(self.path(out), self.model_dump_json(indent=1).encode())

@@ -1,7 +1,8 @@
 """Reading a run folder: the one place the report, the exporters and ``eval`` learn what a run holds.
 
-- :meth:`RunData.stages` — per stage, from its summary: units, samples in / kept / rejected by
-  reason, what it cost (worker wall seconds, setup, GPU-seconds, devices) and where units were done.
+- :meth:`RunData.stages` — each stage's saved :class:`~groundedit.formats.manifest.StageSummary` (the
+  one summary type the driver returns and saves): units, samples in / kept / rejected by reason, what
+  it cost (worker wall seconds, setup, GPU-seconds, devices) and where units were done.
 - :meth:`RunData.samples` — the exported samples, streamed from the shards in order: the strict
   record and, where asked, the members' bytes.
 - :meth:`RunData.rejected` — every dropped sample with its stage, reason, detail, raw model text
@@ -22,9 +23,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from groundedit.formats.commits import CommitStore
-from groundedit.formats.manifest import RunInfo
-from groundedit.formats.manifest import StageSummary as StageFile
-from groundedit.formats.shards import REJECTED_DIR, read_shard_stats
+from groundedit.formats.manifest import StageSummary
+from groundedit.formats.runconfig import RunConfig
+from groundedit.formats.runfolder import RunFolder
+from groundedit.formats.shards import read_shard_stats
 from groundedit.formats.storage import REJECTED_SCHEMA
 from groundedit.formats.tar import read_blob
 from groundedit.records import ExportRecord, Sample
@@ -35,29 +37,6 @@ EXPORT_STAGE = "export"
 
 class RunDataError(ValueError):
     """The folder is not a run folder, or a file in it cannot be read."""
-
-
-@dataclass(frozen=True)
-class StageSummary:
-    """One stage of a run, from its summary (``manifests/<stage>.json``)."""
-
-    stage: str
-    complete: bool
-    units: int  # done (a current commit), as `groundedit status` counts them
-    rows_in: int
-    kept: int
-    rejected: dict[str, int]
-    units_planned: int = 0
-    shards: int | None = None  # the export sink: shards written
-    seconds: float = 0.0  # worker wall seconds over its units
-    setup_seconds: float = 0.0  # model loading, summed over workers
-    gpu_seconds: float = 0.0
-    devices: tuple[str, ...] = ()
-    nodes: dict[str, int] = field(default_factory=dict)  # done units per node that did them
-
-    @property
-    def rejected_total(self) -> int:
-        return sum(self.rejected.values())
 
 
 @dataclass(frozen=True)
@@ -85,56 +64,35 @@ class RunData:
 
     def __init__(self, out: str | Path):
         self.out = Path(out)
-        self.info = RunInfo.load(self.out) if self.out.is_dir() else None
-        if self.info is None:
+        self.config = RunConfig.load(self.out) if self.out.is_dir() else None
+        if self.config is None:
             raise RunDataError(f"{self.out} is not a run folder (no manifests/run.json)")
 
     # --- manifests -----------------------------------------------------------------------------
 
     def stage_names(self) -> list[str]:
         """Stages with a manifest, in pipeline order (stages the current spec does not list last)."""
-        present = sorted(p.stem for p in (self.out / "manifests").glob("*.json") if p.stem != "run")
+        present = sorted(p.stem for p in RunFolder(self.out).summaries())
         try:
-            order = load_pipeline()
+            order = load_pipeline(recipe=self.config.recipe)
         except SpecError:
             order = []
         return [s for s in order if s in present] + [s for s in present if s not in order]
 
-    def _summary(self, stage: str) -> StageFile:
-        try:
-            m = StageFile.model_validate_json(StageFile.path(self.out, stage).read_text())
-        except (OSError, ValueError) as e:
-            raise RunDataError(f"manifests/{stage}.json is unreadable: {e}") from e
-        return m
-
     def stages(self) -> list[StageSummary]:
-        """Every stage with a summary, the export sink included (its kept = samples in shards)."""
+        """Every stage's summary as the driver saved it, in pipeline order; the export sink's ``kept``
+        is the samples in its shards."""
         out = []
         for name in self.stage_names():
-            m = self._summary(name)
-            sink = name == EXPORT_STAGE
-            out.append(
-                StageSummary(
-                    name,
-                    m.complete,
-                    m.units_done,
-                    m.rows_in,
-                    m.exported if sink and m.exported is not None else m.kept,
-                    {} if sink else dict(sorted(m.rejected.items(), key=lambda kv: (-kv[1], kv[0]))),
-                    units_planned=m.units_planned,
-                    shards=m.shards if sink else None,
-                    seconds=m.seconds,
-                    setup_seconds=m.setup_seconds,
-                    gpu_seconds=m.gpu_seconds,
-                    devices=tuple(m.devices),
-                    nodes=dict(m.nodes),
-                )
-            )
+            try:
+                out.append(StageSummary.model_validate_json(StageSummary.path(self.out, name).read_text()))
+            except (OSError, ValueError) as e:
+                raise RunDataError(f"manifests/{name}.json is unreadable: {e}") from e
         return out
 
     def shard_paths(self) -> list[Path]:
         """The finished shards (those with a stats record), in order."""
-        return [self.out / "shards" / s.shard for s in read_shard_stats(self.out)]
+        return [RunFolder(self.out).shards / s.shard for s in read_shard_stats(self.out)]
 
     # --- kept samples --------------------------------------------------------------------------
 
@@ -175,7 +133,7 @@ class RunData:
     def rejected_files(self) -> list[Path]:
         """The files of ``rejected.parquet/`` once export has combined them; before that, every
         committed unit's rejected file (the same rows)."""
-        sidecar = self.out / REJECTED_DIR
+        sidecar = RunFolder(self.out).rejected
         if sidecar.is_dir():
             return sorted(sidecar.glob("*.parquet"))
         commits = CommitStore(self.out)

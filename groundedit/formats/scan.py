@@ -198,7 +198,10 @@ def scan_input(path: Path, exclude: Path | None = None) -> list[tuple[str, list[
 
 
 def where(entry: SourceEntry) -> str:
-    """Where an entry's image is, for messages: its path, or ``<tar path>/<member>``."""
+    """Where an entry's image is, for messages: its path, or ``<tar path>/<member>``; for a pair in a
+    table, its origin (file and row)."""
+    if entry.pair is not None and entry.pair.source_cell is not None:
+        return f"{entry.pair.source_cell.path}/{entry.pair.origin}"
     ref = entry.image
     return ref.path if ref.member is None else f"{ref.path}/{ref.member}"
 
@@ -504,6 +507,36 @@ def iter_units(
     """:func:`iter_planned` as ``(unit id, entries)``, without listings."""
     for u in iter_planned(path, unit_size, limit, keys, exclude):
         yield u.unit, u.entries()
+
+
+def chunk_units(
+    groups: Iterator[tuple[str, Iterator[SourceEntry]]],
+    unit_size: int,
+    limit: int | None = None,
+    keys: KeyIndex | None = None,
+) -> Iterator[tuple[str, list[SourceEntry]]]:
+    """Units of at most ``unit_size`` entries from ``(group id, entries)`` (any reader's), streaming;
+    ``limit`` entries at most; duplicate keys flagged through ``keys``. No listing cache: readers
+    other than photos (edit pairs) are planned in full each time."""
+    keys = keys or KeyIndex()
+    remaining = limit
+    for group, entries in groups:
+        if remaining is not None and remaining <= 0:
+            return
+        chunk: list[SourceEntry] = []
+        n = 0
+        for e in entries:
+            chunk.append(e)
+            if remaining is not None:
+                remaining -= 1
+            full, last = len(chunk) == unit_size, remaining is not None and remaining <= 0
+            if full or last:
+                yield f"{group}-{n:05d}", _dedupe(chunk, keys)[0]
+                chunk, n = [], n + 1
+            if last:
+                break
+        if chunk:
+            yield f"{group}-{n:05d}", _dedupe(chunk, keys)[0]
 
 
 def plan_units(

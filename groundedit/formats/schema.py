@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 
 from groundedit.formats.commits import UnitCommit, UnitFailure
-from groundedit.formats.manifest import RunInfo, StageSummary
+from groundedit.formats.manifest import StageSummary
+from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.shards import ShardStats
 from groundedit.records import ExportRecord
 
@@ -21,12 +22,13 @@ SCHEMAS = {
     "unit_commit.schema.json": UnitCommit,
     "unit_failure.schema.json": UnitFailure,
     "shard_stats.schema.json": ShardStats,
-    "run_info.schema.json": RunInfo,
+    "run_config.schema.json": RunConfig,
 }
 
 
 def render(model) -> str:
-    schema = model.model_json_schema(by_alias=True)
+    # what is written: fields a record carries but never saves (RunConfig's per-invocation ones) are left out
+    schema = model.model_json_schema(by_alias=True, mode="serialization")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 

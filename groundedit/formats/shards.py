@@ -11,13 +11,20 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from groundedit.formats.runfolder import REJECTED, RunFolder
+from groundedit.formats.runfolder import RunFolder
 
-SHARD_PATTERN = "groundedit-{:06d}.tar"
-SHARD_GLOB = "groundedit-*.tar"
-STATS_GLOB = "groundedit-*.stats.json"
-REJECTED_DIR = REJECTED
-REJECTED_PATTERN = "part-{:06d}.parquet"
+SHARD_PREFIX = "groundedit-"
+SHARD_PATTERN = SHARD_PREFIX + "{:06d}.tar"
+SHARD_GLOB = SHARD_PREFIX + "*.tar"
+STATS_SUFFIX = ".stats.json"
+STATS_GLOB = SHARD_PREFIX + "*" + STATS_SUFFIX
+REJECTED_PREFIX = "part-"  # files of RunFolder.rejected
+REJECTED_PATTERN = REJECTED_PREFIX + "{:06d}.parquet"
+
+
+def stats_path(shard: Path) -> Path:
+    """The stats record of ``shard`` (``groundedit-000001.tar`` → ``groundedit-000001.stats.json``)."""
+    return shard.with_suffix(STATS_SUFFIX)
 
 
 class ShardStats(BaseModel):
@@ -37,6 +44,7 @@ class ShardStats(BaseModel):
 
 
 def read_shard_stats(out: Path) -> list[ShardStats]:
+    """The stats of every finished shard of the run folder ``out``, in shard order."""
     stats = []
     for p in sorted(RunFolder(out).shards.glob(STATS_GLOB)):
         stats.append(ShardStats.model_validate(json.loads(p.read_text())))

@@ -28,6 +28,16 @@ def source_image(s: Sample) -> Image.Image:
     return decode_image(data, max_pixels, size=(src.width, src.height))
 
 
+def target_image(s: Sample) -> Image.Image:
+    """An edit pair's given target as 8-bit RGB in the source's frame: decoded to ``source.width`` x
+    ``height``, which undoes a pure rescale between the two (ingest allowed only those)."""
+    if s.pair is None:
+        raise SampleError("no_pair", f"{s.key} is not an edit pair")
+    data = read_blob(s.pair.target)
+    tw, th = s.pair.target_size
+    return decode_image(data, max(1, tw * th), size=(s.source.width, s.source.height))
+
+
 def artifact_image(s: Sample, name: str, out: Path) -> Image.Image:
     """An image a stage wrote for this sample (``src.jpg``, ``edited.jpg``, …) as RGB."""
     if name not in s.artifacts:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from groundedit.records import COT_KEYS
+
 # Qwen2 / Qwen2.5-VL / Qwen3 special tokens, in the order the official vocabularies list them.
 SPECIAL_TOKENS: tuple[str, ...] = (
     "<|endoftext|>",
@@ -52,9 +54,13 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
+# An instruction answer's empty CoT, its keys from the records (the line break keeps the corpus as it
+# was first written).
+_EMPTY_COT = f'{{"{COT_KEYS[0]}": "",\n' + ", ".join(f'"{k}": ""' for k in COT_KEYS[1:]) + "}"
+
 # Text the merges are learned from: the vocabulary the pipeline's prompts and answers use, so that
 # tiny models see short sequences. Order and content are fixed; changing them changes the tokenizer.
-_CORPUS = """
+_CORPUS = f"""
 The image shows a scene with several objects. Change the color of the car on the left to blue.
 Remove the person standing behind the bench. Replace the red umbrella with a green one.
 Add a small bird on the roof of the building. Make the dog in the middle look wet and muddy.
@@ -62,9 +68,8 @@ Scene description: a street with people, cars, trees, buildings, signs, windows 
 Target localization: the second object from the right, next to the tall tree, below the window.
 Editing description: recolor the jacket; keep everything else unchanged.
 Post edit description: the jacket is now yellow while the rest of the picture stays the same.
-{"Editing_Type": "color change", "Editing_Instruction": "...", "CoT": {"1_Scene_Description": "",
-"2_Target_Localization": "", "3_Editing_Description": "", "4_Post_Edit_Description": ""}}
-{"RegionEditAccuracy": 4.5, "SeamlessQuality": 3.0} 0 1 2 3 4 5 6 7 8 9 10 100 1000
+{{"Editing_Type": "color change", "Editing_Instruction": "...", "CoT": {_EMPTY_COT}}}
+{{"RegionEditAccuracy": 4.5, "SeamlessQuality": 3.0}} 0 1 2 3 4 5 6 7 8 9 10 100 1000
 remove replace add appearance others color change object person people man woman child
 left right top bottom center middle front behind above below near far first second third last
 red green blue yellow black white gray brown orange purple pink large small tall short wooden metal

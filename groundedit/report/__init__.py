@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from groundedit.formats.rundata import RunData, RunDataError
+from groundedit.formats.runfolder import RunFolder
 
 MARKER = ".groundedit-report"  # says a folder is a report we wrote (and may replace)
 
@@ -29,7 +30,7 @@ def build_report(
     from groundedit.report.page import render_page
 
     run = RunData(out)
-    to = Path(to) if to is not None else run.out / "report"
+    to = Path(to) if to is not None else RunFolder(run.out).report
     if to.exists() and (not to.is_dir() or (any(to.iterdir()) and not (to / MARKER).is_file())):
         raise ReportError(f"{to} exists and is not a groundedit report folder; choose another --to")
     if gallery_limit < 0 or rejected_per_reason < 0:

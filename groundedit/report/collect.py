@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from groundedit import __version__
-from groundedit.formats.rundata import RejectedSample, RunData, StageSummary
+from groundedit.formats.manifest import StageSummary
+from groundedit.formats.rundata import RejectedSample, RunData
 from groundedit.report.thumbs import write_thumb
 
 KEPT_IMAGES = {"src": "src.jpg", "grounded": "grounded.jpg", "edited": "edited.jpg"}
@@ -127,7 +128,7 @@ def collect(run: RunData, folder: Path, gallery_limit: int, rejected_per_reason:
         out=str(run.out),
         generated=datetime.now(UTC).isoformat(timespec="seconds"),
         version=__version__,
-        info=run.info.model_dump() if run.info else {},
+        info=run.config.model_dump(mode="json"),
         stages=stages,
         inputs=stages[0].rows_in if stages else 0,
         kept=kept,

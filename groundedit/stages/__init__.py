@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from groundedit.stages.base import BaseStage, RunContext, SinkStage, SourceStage, Stage, UnitIO
+from groundedit.stages.base import BaseStage, SinkStage, SourceStage, Stage, UnitIO
+from groundedit.stages.difference import DifferenceStage
 from groundedit.stages.edit import EditStage
 from groundedit.stages.export import ExportStage
 from groundedit.stages.ground import GroundStage
 from groundedit.stages.ingest import IngestStage
-from groundedit.stages.instruct import InstructionWriter
-from groundedit.stages.qc import QualityJudge
+from groundedit.stages.instruct import InstructStage
+from groundedit.stages.localize import LocalizeStage
+from groundedit.stages.pair_ingest import PairIngestStage
+from groundedit.stages.qc import QcStage
+from groundedit.stages.reason import ReasonStage
 from groundedit.stages.render import RenderStage
-from groundedit.stages.rewrite import InstructionRewriter
-from groundedit.stages.saliency import SaliencyFilter
+from groundedit.stages.rewrite import RewriteStage
+from groundedit.stages.saliency import SaliencyStage
+from groundedit.stages.segment import SegmentStage
 from groundedit.stages.select import SelectStage
 from groundedit.stages.tag import TagStage
 
@@ -22,14 +27,19 @@ STAGES: dict[str, type[BaseStage]] = {
         TagStage,
         GroundStage,
         SelectStage,
-        SaliencyFilter,
+        SaliencyStage,
         RenderStage,
-        InstructionWriter,
-        InstructionRewriter,
+        InstructStage,
+        RewriteStage,
         EditStage,
-        QualityJudge,
+        QcStage,
         ExportStage,
+        PairIngestStage,
+        DifferenceStage,
+        LocalizeStage,
+        SegmentStage,
+        ReasonStage,
     )
 }
 
-__all__ = ["STAGES", "BaseStage", "RunContext", "SinkStage", "SourceStage", "Stage", "UnitIO"]
+__all__ = ["STAGES", "BaseStage", "SinkStage", "SourceStage", "Stage", "UnitIO"]

@@ -15,45 +15,27 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from groundedit import __version__
+from groundedit.formats.runconfig import RunConfig
+from groundedit.formats.tar import ArtifactPack
 from groundedit.records import Provenance, Sample, SourceEntry
+from groundedit.specs import StageSpec
 
 if TYPE_CHECKING:
     from groundedit.formats.commits import PartSample
     from groundedit.formats.listing import TarListings
     from groundedit.formats.scan import KeyIndex, PlannedUnit
-from groundedit.formats.tar import ArtifactPack
-from groundedit.specs import StageSpec
-
-if TYPE_CHECKING:
     from groundedit.models.hub import Requirement
 
 
 class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """Run-wide settings every stage may read. Plain data, so it pickles to workers.
-
-    ``env`` holds the driver's settings workers must share (``GROUNDEDIT_*``, Hugging Face cache and
-    offline switches): a worker applies them before it builds its stage, whatever its own
-    environment. ``run_id`` tells this run's attempts at a unit from an earlier run's."""
-
-    out: Path
-    input: Path
-    seed: int = 0
-    profile: str = "paper"
-    limit: int | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    run_id: str = ""
 
 
 @dataclass
@@ -69,12 +51,20 @@ class BaseStage(ABC):
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = NoParams
     uses_seed: ClassVar[bool] = False
+    # The stage's contract with the :class:`Sample` (NeMo Curator style). A name is a Sample field, or
+    # ``field.part`` for one part of it (``scores.ega``, ``artifacts.src.jpg``). ``reads``: what the stage
+    # needs, so the source or an earlier stage must write it (the chain checks the order at load);
+    # ``reads_if_present``: what it uses when an earlier stage wrote it; ``writes``: what it fills in.
+    # Rejecting a sample and appending to its provenance are every stage's protocol, not a contract.
+    reads: ClassVar[tuple[str, ...]] = ()
+    reads_if_present: ClassVar[tuple[str, ...]] = ()
+    writes: ClassVar[tuple[str, ...]] = ()
     # Seconds ``setup()`` took that no unit record has been charged with yet (see runner.setup_stage).
     unbilled_setup_seconds: float = 0.0
 
-    def __init__(self, spec: StageSpec, ctx: RunContext):
+    def __init__(self, spec: StageSpec, config: RunConfig):
         self.spec = spec
-        self.ctx = ctx
+        self.config = config
         self.params = self.Params.model_validate(spec.params)
 
     def setup(self) -> None:
@@ -99,7 +89,7 @@ class BaseStage(ABC):
             spec_hash=self.spec.spec_hash(),
             models=self.model_ids(),
             prompt_hash=self.spec.prompt_hash(),
-            seed=self.ctx.seed if self.uses_seed else None,
+            seed=self.config.seed if self.uses_seed else None,
             version=__version__,
             **extra,
         )

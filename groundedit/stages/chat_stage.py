@@ -69,7 +69,7 @@ class ChatStage(Stage):
         from groundedit.models.chat import Sampling
 
         p = self.params
-        seed = sampling_seed(self.ctx.seed, f"{self.name}:{key}")
+        seed = sampling_seed(self.config.seed, f"{self.name}:{key}")
         return Sampling(max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p, seed=seed)
 
     def answered(self, s: Sample, outcome, update: dict) -> Sample:

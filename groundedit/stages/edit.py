@@ -57,6 +57,9 @@ class EditStage(Stage):
     name = "edit"
     Params = EditParams
     uses_seed = True
+    reads = ("key", "source", "target", "edit_type", "instructions")
+    reads_if_present = ("artifacts.src.jpg",)  # spliced into rather than encoding edited.jpg whole
+    writes = ("scores.ega", "scores.change_outside", "scores.change_inside", "artifacts.edited.jpg")
 
     def setup(self) -> None:
         from groundedit.models.editors import load_editor, load_inpainter
@@ -135,7 +138,7 @@ class EditStage(Stage):
         )  # similar sizes together
         crops = [Image.fromarray(sources[i][y1:y2, x1:x2]) for i, (x1, y1, x2, y2) in order]
         texts = [batch[i].instructions.rewritten or batch[i].instructions.original for i, _ in order]
-        seeds = [sampling_seed(self.ctx.seed, f"edit:{batch[i].key}") for i, _ in order]
+        seeds = [sampling_seed(self.config.seed, f"edit:{batch[i].key}") for i, _ in order]
         results = self.editor.edit(
             crops,
             texts,

@@ -21,7 +21,6 @@ from groundedit.formats.tar import TarWriter, blob_digest, read_blob
 from groundedit.records import ExportRecord, Provenance, Sample
 from groundedit.stages.base import SinkStage
 
-SHARD_PATTERN = "groundedit-{:06d}.tar"
 IMAGE_MEMBERS = ("src.jpg", "grounded.jpg", "edited.jpg", "mask.png")
 
 
@@ -76,9 +75,28 @@ def export_record(s: Sample, members: list[str]) -> ExportRecord:
             "scores": s.scores.model_dump(),
             "members": members,
             "provenance": [_provenance(p) for p in s.provenance],
+            "recipe": "pairs" if s.pair is not None else "sa1b",
+            "pair": _pair(s) if s.pair is not None else None,
         },
         strict=False,
     )
+
+
+def _pair(s: Sample) -> dict:
+    p = s.pair
+    region = None
+    if p.region is not None:
+        region = p.region.model_dump(exclude={"pixel_mask", "components"})
+    return {
+        "kind": p.kind,
+        "origin": p.origin,
+        "target_width": p.target_size[0],
+        "target_height": p.target_size[1],
+        "rescaled": p.rescaled,
+        "global_edit": p.global_edit,
+        "region": region,
+        "got": p.got.model_dump() if p.got is not None else None,
+    }
 
 
 def _provenance(p: Provenance) -> dict:
@@ -92,12 +110,15 @@ class ExportStage(SinkStage):
 
     name = "export"
     Params = ExportParams
+    reads = ("key", "source", "target")
+    # the record's later fields are null (and its images absent) when the run's pipeline lacks their stage
+    reads_if_present = ("tags", "edit_type", "instructions", "cot", "scores", "artifacts", "pair")
 
     def sample_members(self, s: Sample) -> list[tuple[str, bytes, str]]:
         """``(member, bytes, digest)`` of each member of the sample's export, the record last."""
         names = [m for m in IMAGE_MEMBERS if m in s.artifacts]
         # read_blob checks each image against the digest its stage recorded
-        images = [(m, read_blob(s.artifacts[m], self.ctx.out), s.artifacts[m].digest) for m in names]
+        images = [(m, read_blob(s.artifacts[m], self.config.out), s.artifacts[m].digest) for m in names]
         record = export_record(s, [*names, "json"]).model_dump_json(by_alias=True).encode()
         return [*images, ("json", record, blob_digest(record))]
 

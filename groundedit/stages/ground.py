@@ -44,6 +44,9 @@ class GroundParams(BaseModel):
 class GroundStage(Stage):
     name = "ground"
     Params = GroundParams
+    reads = ("source", "tags")
+    reads_if_present = ("candidates",)  # SA-1B candidates: kept, labelled, their masks reused
+    writes = ("candidates",)
 
     def setup(self) -> None:
         from groundedit.models.hub import quiet_loading, resolve

@@ -53,14 +53,15 @@ class IngestParams(BaseModel):
 class IngestStage(SourceStage):
     name = "ingest"
     Params = IngestParams
+    writes = ("key", "source", "candidates")  # SA-1B annotations: candidates before any model
 
     def plan(self, keys: KeyIndex, listings: TarListings | None = None) -> Iterator[PlannedUnit]:
         return iter_planned(
-            self.ctx.input,
+            self.config.input,
             self.params.unit_size,
-            self.ctx.limit,
+            self.config.limit,
             keys,
-            exclude=self.ctx.out,
+            exclude=self.config.out,
             listings=listings,
         )
 

@@ -46,9 +46,11 @@ def draw_edit_type(seed: int, key: str, weights: dict[str, float]) -> str:
     return rng.choices(types, weights=[weights[t] for t in types])[0]
 
 
-class InstructionWriter(ChatStage):
+class InstructStage(ChatStage):
     name = "instruct"
     Params = InstructParams
+    reads = ("key", "source", "target")
+    writes = ("edit_type", "instructions", "cot")
 
     def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
         from groundedit.models.chat import InstructionAnswer, ask_validated, instruct_request
@@ -61,7 +63,7 @@ class InstructionWriter(ChatStage):
             except SampleError as e:
                 out[i] = s.reject(self.name, e.reason, e.detail)
                 continue
-            edit_type = draw_edit_type(self.ctx.seed, s.key, self.params.edit_type_weights)
+            edit_type = draw_edit_type(self.config.seed, s.key, self.params.edit_type_weights)
             req = instruct_request(
                 self.template, Image.fromarray(boxed), edit_type, self.sampling(s.key), self.params.max_chars
             )

@@ -15,14 +15,16 @@ from groundedit.stages.base import UnitIO
 from groundedit.stages.chat_stage import ChatParams, ChatStage
 
 
-class QCParams(ChatParams):
+class QcParams(ChatParams):
     min_region_edit_accuracy: float = Field(3.5, ge=1.0, le=5.0)
     min_seamless_quality: float = Field(3.5, ge=1.0, le=5.0)
 
 
-class QualityJudge(ChatStage):
+class QcStage(ChatStage):
     name = "qc"
-    Params = QCParams
+    Params = QcParams
+    reads = ("key", "source", "target", "instructions", "artifacts.src.jpg", "artifacts.edited.jpg")
+    writes = ("scores.region_edit_accuracy", "scores.seamless_quality")
 
     def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
         from groundedit.models.chat import QCAnswer, ask_validated, qc_request
@@ -32,8 +34,8 @@ class QualityJudge(ChatStage):
         for i, s in enumerate(batch):
             try:
                 box = s.target.box_xyxy
-                before = draw_box(np.asarray(artifact_image(s, "src.jpg", self.ctx.out)), box)
-                after = draw_box(np.asarray(artifact_image(s, "edited.jpg", self.ctx.out)), box)
+                before = draw_box(np.asarray(artifact_image(s, "src.jpg", self.config.out)), box)
+                after = draw_box(np.asarray(artifact_image(s, "edited.jpg", self.config.out)), box)
             except SampleError as e:
                 out[i] = s.reject(self.name, e.reason, e.detail)
                 continue

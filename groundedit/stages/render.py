@@ -2,7 +2,7 @@
 
 Per sample, into the unit's artifact tar: ``src.jpg`` (the source, EXIF-oriented, at the size ingest
 recorded, as 8-bit RGB), ``grounded.jpg`` (the target under a red mask at 50% opacity plus its red
-box) and ``mask.png``.
+box) and ``mask.png`` (an edit pair's ``edited.jpg`` is written by ``difference``).
 Both JPEGs are encoded with the same fixed settings from the same pixels; ``grounded.jpg`` is
 ``src.jpg`` with only the MCU rows that cross the box re-encoded (:mod:`groundedit.image.jpeg_rows`), the
 same bytes a full encode gives at a fraction of its cost. So the two decode to equal pixels outside
@@ -32,6 +32,8 @@ class RenderParams(BaseModel):
 class RenderStage(Stage):
     name = "render"
     Params = RenderParams
+    reads = ("key", "source", "target")
+    writes = ("artifacts.src.jpg", "artifacts.grounded.jpg", "artifacts.mask.png")
 
     def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
         out = []

@@ -14,10 +14,12 @@ class RewriteParams(ChatParams):
     max_chars: int = Field(300, ge=8, description="longest paraphrase")
 
 
-class InstructionRewriter(ChatStage):
+class RewriteStage(ChatStage):
     name = "rewrite"
     Params = RewriteParams
     model_role = "llm"
+    reads = ("key", "instructions")
+    writes = ("instructions.rewritten",)
 
     def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
         from groundedit.models.chat import RewriteAnswer, ask_validated, rewrite_request

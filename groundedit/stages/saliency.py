@@ -25,9 +25,11 @@ class SaliencyParams(ChatParams):
     )
 
 
-class SaliencyFilter(ChatStage):
+class SaliencyStage(ChatStage):
     name = "saliency"
     Params = SaliencyParams
+    reads = ("key", "source", "target")
+    writes = ("scores.saliency_keep",)
 
     def process_batch(self, batch: list[Sample], io: UnitIO) -> list[Sample]:
         from groundedit.models.chat import SaliencyAnswer, ask_validated, saliency_request

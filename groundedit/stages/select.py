@@ -38,6 +38,8 @@ class SelectStage(Stage):
     name = "select"
     Params = SelectParams
     uses_seed = True
+    reads = ("key", "source", "candidates")
+    writes = ("target", "num_candidates", "candidates")
 
     def eligible(self, c: Candidate, image_area: int) -> bool:
         p = self.params
@@ -67,7 +69,7 @@ class SelectStage(Stage):
         if not pool:
             detail = f"{len(s.candidates)} candidates, none within the thresholds"
             return s.model_copy(update=slim).reject(self.name, "no_eligible_target", detail)
-        target = random.Random(draw_seed(self.ctx.seed, s.key)).choice(pool)
+        target = random.Random(draw_seed(self.config.seed, s.key)).choice(pool)
         try:
             masks.check_rle(target.mask)
         except SampleError as e:

@@ -30,6 +30,8 @@ class TagParams(BaseModel):
 class TagStage(Stage):
     name = "tag"
     Params = TagParams
+    reads = ("source",)
+    writes = ("tags",)
 
     def setup(self) -> None:
         from groundedit.models.hub import quiet_loading, resolve

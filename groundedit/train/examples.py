@@ -20,6 +20,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from groundedit.image.codec import SampleError, decode_image
+from groundedit.records import EDITING, POST_EDIT, SCENE, TARGET
 
 # Larger than any training image needs; protects the loader from decompression bombs.
 MAX_PIXELS = 64_000_000
@@ -44,6 +45,7 @@ class EditExample:
     instructions: list[str]
     grounding: Grounding | None = None
     source: str = ""
+    recipe: str = ""  # the groundedit recipe that made it (our shards: "sa1b" or "pairs")
 
 
 @dataclass
@@ -82,10 +84,10 @@ class _Lenient(BaseModel):
 
 
 class _CoT(_Lenient):
-    scene: str = Field(alias="1_Scene_Description")
-    target: str = Field(alias="2_Target_Localization")
-    editing: str = Field(alias="3_Editing_Description")
-    post_edit: str = Field(alias="4_Post_Edit_Description")
+    scene: str = Field(alias=SCENE)
+    target: str = Field(alias=TARGET)
+    editing: str = Field(alias=EDITING)
+    post_edit: str = Field(alias=POST_EDIT)
 
 
 class _Instructions(_Lenient):
@@ -99,6 +101,7 @@ class TrainRecord(_Lenient):
     key: str
     instructions: _Instructions | None = None
     cot: _CoT | None = None
+    recipe: str = "sa1b"  # records written before the pairs recipe existed are SA-1B ones
 
 
 def decode(data: bytes | None, member: str) -> Image.Image:
@@ -148,4 +151,6 @@ def example_from_members(key: str, members: dict[str, bytes]) -> EditExample:
     if edited.size != src.size or grounded.size != src.size:
         raise SampleError("size_mismatch", f"src {src.size}, grounded {grounded.size}, edited {edited.size}")
     mask = decode_mask(members.get("mask.png"), src.size)
-    return EditExample(key, [src, edited], [instruction], Grounding(grounded, mask, cot))
+    return EditExample(
+        key, [src, edited], [instruction], Grounding(grounded, mask, cot), recipe=record.recipe
+    )

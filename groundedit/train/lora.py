@@ -1,19 +1,21 @@
-"""One-GPU fine-tuning: LoRA adapters (``peft``) on Bagel's LM projections, and the optimizer choice.
+"""One-GPU fine-tuning: LoRA adapters (``peft``) on Bagel's LM projections.
 
 :func:`add_lora` injects adapters into the projections the spec names, in every decoder layer and both
-experts (``q_proj`` and ``q_proj_moe_gen``, ``mlp.gate_proj`` and ``mlp_moe_gen.gate_proj``, ...), and
-freezes the rest of Bagel; on CUDA the frozen base is cast to bf16 (the adapters stay fp32). ``peft``
-wraps our plain ``nn.Linear`` modules directly (``inject_adapter_in_model``: no ``PreTrainedModel``
-needed), so nothing here is a hand-written adapter.
+experts (``q_proj`` and ``q_proj_moe_gen``, ``mlp.gate_proj`` and ``mlp_moe_gen.gate_proj``, ...), in
+fp32, and freezes the rest of Bagel, which stays in the dtype it was loaded in (bf16 on CUDA: the trainer
+loads the frozen base straight in bf16, never in fp32). ``peft`` wraps our plain ``nn.Linear`` modules
+directly (``inject_adapter_in_model``: no ``PreTrainedModel`` needed), so nothing here is a hand-written
+adapter.
 
-:func:`merged_state_dict` is the official-layout state of the adapted model — every adapted weight
-``W + (alpha / r) · B A`` under its original name — computed without touching the training model;
+:func:`merged_tensors` yields the official-layout state of the adapted model one tensor at a time — every
+adapted weight ``W + (alpha / r) · B A`` under its original name — without touching the training model;
 :func:`adapter_state_dict` is the adapter alone (``peft``'s names, without the adapter name).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -21,7 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .errors import TrainError
-from .spec import LoraSpec, Optim
+from .spec import LoraSpec
 
 ADAPTER_DIR = "adapter"
 
@@ -43,18 +45,18 @@ def lora_config(spec: LoraSpec):
     )
 
 
-def add_lora(model: nn.Module, spec: LoraSpec, device: torch.device) -> list[str]:
-    """Inject adapters (fp32) and freeze the rest of ``model`` (bf16 on CUDA); returns the adapted names."""
+def add_lora(model: nn.Module, spec: LoraSpec) -> list[str]:
+    """Inject adapters (fp32) and freeze the rest of ``model``; returns the adapted module names."""
     from peft import inject_adapter_in_model
 
     inject_adapter_in_model(lora_config(spec), model)  # also marks only the adapters as trainable
     adapted = [name for name, m in model.named_modules() if _is_lora(m)]
     if not adapted:
         raise TrainError(f"lora.targets {spec.targets} match no projection of the language model")
-    if device.type == "cuda":
+    with torch.no_grad():
         for p in model.parameters():
-            if not p.requires_grad:
-                p.data = p.data.to(torch.bfloat16)
+            if p.requires_grad:  # peft gives adapters their base layer's dtype; they train in fp32
+                p.data = p.data.float()
     return adapted
 
 
@@ -65,20 +67,22 @@ def _is_lora(module: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The official-layout state (CPU): adapters folded into their base weights, computed in fp32 and
-    stored in the base weight's dtype."""
-    adapted = {name: m for name, m in model.named_modules() if _is_lora(m)}
-    state = {}
+def merged_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """The official-layout state, one tensor at a time in the model's order: adapters folded into their
+    base weights in fp32 (``W + (alpha / r) · B A``), every other tensor as it is."""
+    adapted = {f"{name}.weight": m for name, m in model.named_modules() if _is_lora(m)}
     for key, value in model.state_dict().items():
         if ".lora_" in key:
             continue
-        state[key.replace(".base_layer.", ".")] = value.detach().cpu()
-    for name, m in adapted.items():
-        base = m.base_layer.weight
-        delta = sum(m.get_delta_weight(a).float() for a in m.active_adapters)
-        state[f"{name}.weight"] = (base.float() + delta).to(base.dtype).cpu().contiguous()
-    return state
+        name = key.replace(".base_layer.", ".")
+        m = adapted.get(name)
+        if m is None:
+            yield name, value
+        else:
+            yield (
+                name,
+                m.base_layer.weight.float() + sum(m.get_delta_weight(a).float() for a in m.active_adapters),
+            )
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -95,24 +99,3 @@ def save_adapter(folder: Path, model: nn.Module, spec: LoraSpec) -> Path:
     config["target_modules"] = target_pattern(spec.targets)
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2, default=str))
     return folder
-
-
-def make_optimizer(params: list[nn.Parameter], o: Optim, lr: float, device: torch.device):
-    """AdamW; with ``o.eight_bit`` on CUDA its state is 8-bit (torchao, else bitsandbytes)."""
-    kwargs = {"lr": lr, "betas": o.betas, "eps": o.eps, "weight_decay": o.weight_decay}
-    if not (o.eight_bit and device.type == "cuda"):
-        return torch.optim.AdamW(params, **kwargs)
-    try:
-        from torchao.optim import AdamW8bit
-
-        return AdamW8bit(params, **kwargs)
-    except ImportError:
-        pass
-    try:
-        import bitsandbytes as bnb
-
-        return bnb.optim.AdamW8bit(params, **kwargs)
-    except ImportError as e:
-        raise TrainError(
-            "optim.eight_bit needs torchao or bitsandbytes on CUDA: pip install 'groundedit[gpu]'"
-        ) from e

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -99,26 +100,49 @@ def device_of(world: World, name: str) -> torch.device:
     return torch.device(name)
 
 
-def shard_bagel(model: nn.Module, device: torch.device, bf16: bool) -> None:
-    """FSDP2 over Bagel: one unit per decoder layer, then the root (everything else)."""
+def shard_bagel(model: nn.Module, bf16: bool) -> None:
+    """FSDP2 over Bagel: one unit per decoder layer, then the root (everything else). With ``bf16`` the
+    layers compute with bf16 copies of the fp32 shards and gradients are reduced in fp32."""
     policy = MixedPrecisionPolicy()
-    if device.type == "cuda" and bf16:
+    if bf16:
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     for layer in model.language_model.model.layers:
         fully_shard(layer, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
 
 
+@torch.no_grad()
 def load_sharded_weights(model: nn.Module, path, device: torch.device, world: World) -> None:
-    """Fill a sharded meta-device model: rank 0 reads the safetensors file into CPU memory (fp32) and
-    each rank receives its shards (``broadcast_from_rank0``)."""
-    from safetensors.torch import load_file
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    """Fill a sharded meta-device model straight from the safetensors file: every rank reads only its own
+    rows of each tensor (FSDP2 shards dim 0 in ``torch.chunk`` order) and casts them to the shard's dtype,
+    so no process ever holds the whole model, in any dtype. The file must be on storage every node sees."""
+    from safetensors import safe_open
 
     model.to_empty(device=device)
-    full = {k: v.float() for k, v in load_file(str(path)).items()} if world.main else {}
-    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
-    set_model_state_dict(model, full, options=options)
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        for name, tensor in model.state_dict().items():
+            if not isinstance(tensor, DTensor):
+                tensor.copy_(f.get_tensor(name))
+                continue
+            local = tensor.to_local()
+            rows = -(-tensor.shape[0] // world.size)  # torch.chunk's chunk size
+            start = min(world.rank * rows, tensor.shape[0])
+            if local.shape[0] != min(rows, tensor.shape[0] - start) or tensor.placements[0].dim != 0:
+                raise RuntimeError(f"{name}: unexpected shard {tuple(local.shape)} of {tuple(tensor.shape)}")
+            if local.shape[0]:
+                local.copy_(f.get_slice(name)[start : start + local.shape[0]])
+
+
+def full_tensors(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
+    """A sharded model's state one whole tensor at a time (every rank must iterate: each is gathered)."""
+    for name, tensor in model.state_dict().items():
+        yield name, tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+def set_gradient_sync(model: nn.Module, enabled: bool) -> None:
+    """Whether FSDP2 reduce-scatters gradients after the next backward (off: they accumulate unsharded,
+    in fp32, until a backward with it on)."""
+    model.set_requires_gradient_sync(enabled)
 
 
 def zero_touch(model: nn.Module) -> Tensor | float:

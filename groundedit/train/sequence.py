@@ -95,6 +95,7 @@ class SamplePlan:
     draw: int = 0  # the data mixture's (global) draw number: keys the forward's noise for this sample
     full_tokens: int = 0  # the sample's length with nothing dropped: what the budget is checked against
     source: str = ""  # the --data source it came from
+    recipe: str = ""  # the groundedit recipe of a sample from our shards ("" for other kinds)
 
 
 @dataclass
@@ -174,6 +175,7 @@ class SequenceBuilder:
         plan.n_tokens = sum(op.n_tokens(self.config) for op in plan.ops)
         plan.full_tokens = sum(op.full_tokens(self.config) for op in plan.ops)
         plan.source = example.source
+        plan.recipe = getattr(example, "recipe", "")
         return plan
 
     def _edit(self, ex: EditExample, rng: random.Random) -> SamplePlan:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from groundedit.formats.runfolder import RunFolder
 from groundedit.formats.tar import scan_tar
 from groundedit.image.codec import SampleError
 
@@ -20,8 +21,8 @@ def shard_files(path: Path) -> list[Path]:
     """Tar shards at ``path``: the file itself, ``path/*.tar``, or a run folder's ``shards/*.tar``."""
     if path.is_file():
         return [path]
-    if (path / "shards").is_dir():
-        path = path / "shards"
+    if RunFolder(path).shards.is_dir():
+        path = RunFolder(path).shards
     return sorted(path.glob("*.tar"))
 
 

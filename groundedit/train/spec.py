@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from groundedit.specs import DEFAULT_PROFILE, SpecError, merge_profile, prompts_dir, read_yaml, stages_dir
 
@@ -25,9 +25,11 @@ class Optim(_Section):
     eps: float = Field(1e-15, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0, description="clip the global gradient L2 norm to this")
-    ema_decay: float | None = Field(None, gt=0, lt=1, description="keep an EMA of the weights (None: off)")
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1, description="keep an EMA of the trained weights, exported as model/ (None: off)"
+    )
     eight_bit: bool = Field(
-        False, description="8-bit AdamW state on CUDA (torchao, else bitsandbytes); plain AdamW on CPU"
+        False, description="8-bit AdamW state (torchao, any device and FSDP2; else bitsandbytes on one GPU)"
     )
 
 
@@ -109,12 +111,28 @@ class GroundingSpec(_Section):
 
 class Runtime(_Section):
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...")
-    autocast_bf16: bool = Field(True, description="bf16 autocast of the forward on CUDA")
-    gradient_checkpointing: bool = Field(True, description="recompute LM layers in the backward")
+    autocast_bf16: bool = Field(
+        True, description="on CUDA: bf16 autocast of the forward; LoRA's frozen base is loaded in bf16"
+    )
+    gradient_checkpointing: bool = Field(True, description="recompute LM and SigLIP layers in the backward")
     cpu_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
     fsdp_bf16: bool = Field(
         True, description="multi-process on CUDA: FSDP2 keeps bf16 compute params, reduces gradients in fp32"
     )
+    gradient_sync: Literal["pack", "step"] = Field(
+        "pack",
+        description="FSDP2: reduce-scatter gradients after every pack, or once per step (fewer collectives; "
+        "every rank then holds the whole unsharded gradient in fp32 between packs: see --plan)",
+    )
+
+    @model_validator(mode="after")
+    def _precision(self) -> Runtime:
+        if self.fsdp_bf16 and not self.autocast_bf16:
+            raise ValueError(
+                "runtime.fsdp_bf16 needs runtime.autocast_bf16: bf16 parameters without autocast would "
+                "feed bf16 states to the fp32 grounding heads"
+            )
+        return self
 
 
 class Prompts(_Section):

@@ -2,12 +2,13 @@
 
 ``train(spec, data, out)``: join the process group when torchrun started us; load Bagel, SAM and the data
 (this rank's stripe); build the grounding heads; freeze; add LoRA adapters (one-GPU mode) or shard Bagel
-with FSDP2 (several processes); AdamW (8-bit state on CUDA when asked); then for each step draw this rank's
+with FSDP2 (several processes); AdamW (8-bit state when asked: ``optim.py``); then for each step draw this rank's
 share of ``batch_size`` examples, build their sequences, group them into packs under the token budget, run
 each pack forward and backward (the loss of a step is the same however it is packed and however many
 ranks share it: every term is divided by its global count and gradients are summed), clip, step, update
-the EMA, log, and checkpoint every ``checkpoint_every`` steps. At the end the inference checkpoint is
-written in the official Bagel layout (gathered from the shards, or with the adapters merged).
+the EMA, log, and checkpoint every ``checkpoint_every`` steps (``CheckpointManager``). At the end the
+inference checkpoint is written in the official Bagel layout, one tensor at a time (gathered from the shards,
+or with the adapters merged; the EMA's averages when one is kept).
 
 Randomness is keyed, never drawn from a global stream: the data mixture by global draw number, each
 sample's CFG dropout, VAE posterior draw, timesteps and noise by its draw number (and the step). So a
@@ -25,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from groundedit.formats.manifest import atomic_write_bytes
 from groundedit.image.codec import SampleError
@@ -34,34 +34,34 @@ from groundedit.models.bagel.model import shift_timesteps
 from groundedit.seeding import draw_seed
 
 from .checkpoint import (
+    CheckpointManager,
     TrainedModules,
     export_inference,
-    gather_full_state,
     latest_checkpoint,
-    load_checkpoint,
-    load_sharded_checkpoint,
-    save_checkpoint,
-    save_sharded_checkpoint,
 )
 from .data import DataMixture
+from .ema import EMA
 from .errors import TrainError
 from .grounding import GroundingHeads, SamEncoder
 from .logbook import Logbook
-from .lora import ADAPTER_DIR, add_lora, make_optimizer, merged_state_dict, save_adapter
+from .lora import ADAPTER_DIR, add_lora, merged_tensors, save_adapter
 from .objective import MASK_PARTS, TERMS, pack_counts, pack_terms
+from .optim import build_optimizer, eight_bit_backend, set_lr
 from .parallel import (
     World,
     average_replicated_grads,
     clip_gradients,
     close_world,
     device_of,
+    full_tensors,
     init_world,
     load_sharded_weights,
+    set_gradient_sync,
     shard_bagel,
     zero_touch,
 )
 from .sequence import Pack, SamplePlan, SequenceBuilder, build_pack, group_plans
-from .spec import Freeze, Optim, TrainSpec
+from .spec import Freeze, TrainSpec
 
 
 @dataclass
@@ -74,6 +74,7 @@ class Components:
     builder: SequenceBuilder
     device: torch.device
     prompts: dict[str, str] = field(default_factory=dict)
+    autocast: bool = False  # bf16 autocast of the forward (CUDA with runtime.autocast_bf16)
 
 
 @dataclass
@@ -92,6 +93,7 @@ class StepRecord:
     seconds: float
     skipped: dict[str, int]
     sources: dict[str, int] = field(default_factory=dict)  # the step's samples by --data source
+    recipes: dict[str, int] = field(default_factory=dict)  # the step's shard samples by recipe
 
     def to_json(self) -> dict:
         return {
@@ -107,6 +109,7 @@ class StepRecord:
             "tokens_per_s": round(self.tokens / max(self.seconds, 1e-9), 1),
             "skipped": self.skipped,
             "sources": self.sources,
+            "recipes": self.recipes,
         }
 
 
@@ -128,34 +131,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
-def load_sam(ref: str):
-    """SAM model and processor settings from a hub id, a local folder or ``tiny://sam``."""
-    from transformers import SamModel
-
-    from groundedit.models.hub import quiet_loading, resolve
-    from groundedit.models.perception.preprocess import ImageProcessorSettings, read_image_processor_config
-
-    quiet_loading()
-    path = resolve(ref)
-    model = SamModel.from_pretrained(path, dtype=torch.float32)
-    return model, ImageProcessorSettings.from_dict(read_image_processor_config(path))
-
-
 def build_components(
     spec: TrainSpec, device: torch.device | None = None, bagel_weights: bool = True
 ) -> Components:
-    """Load Bagel (float32 master weights; left on the meta device without ``bagel_weights``) and SAM,
-    build the heads (seeded) and the sequence builder."""
-    from groundedit.models.hub import resolve
+    """Load Bagel (float32 master weights; with LoRA under bf16 autocast, the frozen base straight in bf16;
+    left on the meta device without ``bagel_weights``) and SAM, build the heads (seeded) and the sequence
+    builder."""
+    from groundedit.models.hub import quiet_loading, resolve
+    from groundedit.models.perception.sam import load_sam
 
+    quiet_loading()
     device = device or resolve_device(spec.runtime.device)
-    bagel = load_bagel(
-        resolve(spec.models["bagel"]), device=device, dtype=torch.float32, model_weights=bagel_weights
-    )
+    autocast = device.type == "cuda" and spec.runtime.autocast_bf16
+    dtype = torch.bfloat16 if spec.lora.enabled and autocast else torch.float32
+    bagel = load_bagel(resolve(spec.models["bagel"]), device=device, dtype=dtype, model_weights=bagel_weights)
     layers = bagel.config.llm.num_hidden_layers
     if not 0 <= spec.grounding.align_layer <= layers:
         raise TrainError(f"grounding.align_layer {spec.grounding.align_layer} is outside 0..{layers}")
-    sam_model, settings = load_sam(spec.models["sam"])
+    sam_model, settings = load_sam(resolve(spec.models["sam"]), torch.float32)
     hidden = bagel.config.llm.hidden_size
     vv_dim = hidden if spec.grounding.vv_target == "llm" else bagel.config.vit.hidden_size
     torch.manual_seed(draw_seed(spec.seed, "heads"))
@@ -163,13 +156,18 @@ def build_components(
     grounding, edit = spec.system_prompts()
     builder = SequenceBuilder(bagel.tokenizer, bagel.config, spec.sequence, grounding, edit)
     prompts = {"grounding_system": grounding, "edit_system": edit}
-    return Components(bagel, heads, SamEncoder(sam_model, settings, device), builder, device, prompts)
+    sam = SamEncoder(sam_model, settings, device)
+    return Components(bagel, heads, sam, builder, device, prompts, autocast)
 
 
 def apply_freezing(c: Components, freeze: Freeze) -> None:
     """The VAE and the SAM encoder never train; the spec may freeze the ViT, the und expert or the LM."""
-    model = c.bagel.model
     c.bagel.vae.requires_grad_(False).eval()
+    freeze_bagel(c.bagel.model, freeze)
+
+
+def freeze_bagel(model, freeze: Freeze) -> None:
+    """Freeze the parts of Bagel the spec names (also applied to the meta-device model of ``--plan``)."""
     if freeze.vit:
         model.vit_model.requires_grad_(False)
         model.connector.requires_grad_(False)
@@ -179,11 +177,6 @@ def apply_freezing(c: Components, freeze: Freeze) -> None:
         for name, p in model.language_model.named_parameters():
             if "moe_gen" not in name:
                 p.requires_grad_(False)
-
-
-def lr_at(step: int, optim: Optim, peak: float | None = None) -> float:
-    """Linear warm-up to ``peak`` (default ``optim.lr``) over ``warmup_steps``, then constant."""
-    return (peak or optim.lr) * min(1.0, (step + 1) / (optim.warmup_steps + 1))
 
 
 def next_plans(data: DataMixture, c: Components, spec: TrainSpec, n: int | None = None) -> list:
@@ -252,14 +245,16 @@ def step_losses(
     weights = spec.loss_weights.model_dump()
     values: dict[str, float] = dict.fromkeys(names, 0.0)
     total = 0.0
-    use_bf16 = c.device.type == "cuda" and spec.runtime.autocast_bf16
     # FSDP needs every rank to run as many forwards and backwards: a rank with fewer packs repeats its
     # last one with weight zero.
     n_packs = int(world.max(len(packs)))
+    once_per_step = world.distributed and backward and spec.runtime.gradient_sync == "step"
     for k in range(n_packs):
         pack, scale = (packs[k], 1.0) if k < len(packs) else (packs[-1], 0.0)
+        if once_per_step:
+            set_gradient_sync(c.bagel.model, k == n_packs - 1)
         latents, noise = forward_inputs(c, pack, spec.seed, key)
-        with torch.autocast(c.device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        with torch.autocast(c.device.type, dtype=torch.bfloat16, enabled=c.autocast):
             out = c.bagel.model(
                 pack.batch.to(c.device),
                 latents=latents or None,
@@ -299,14 +294,13 @@ def train(
 
 
 def _check_modes(spec: TrainSpec, world: World, device: torch.device) -> None:
+    """Refuse, before anything is loaded, what this world cannot run."""
     if spec.batch_size % world.size:
         raise TrainError(f"batch_size {spec.batch_size} is not a multiple of the {world.size} processes")
     if world.distributed and spec.lora.enabled:
         raise TrainError("LoRA is the one-process mode: run it without --nproc-per-node")
-    if spec.optim.ema_decay is not None and (world.distributed or spec.lora.enabled):
-        raise TrainError("optim.ema_decay is supported in full fine-tuning on one process only")
-    if spec.lora.enabled and device.type == "cuda" and not spec.runtime.autocast_bf16:
-        raise TrainError("LoRA on CUDA keeps the frozen weights in bf16: it needs runtime.autocast_bf16")
+    if spec.optim.eight_bit:
+        eight_bit_backend(device, sharded=world.distributed)
 
 
 def _train(
@@ -339,30 +333,35 @@ def _train(
     )
     data.check()
     preflight(spec)
-    # Under torchrun Bagel is built on the meta device, sharded, then filled from rank 0's CPU copy: the
-    # whole model never sits on one GPU.
+    # Under torchrun Bagel is built on the meta device, sharded, then each rank reads its own rows of the
+    # weights file: the whole model never sits on one GPU, nor in one process's host memory.
     c = build_components(spec, device, bagel_weights=not world.distributed)
     model, heads = c.bagel.model, c.heads
     apply_freezing(c, spec.freeze)
-    model.language_model.model.gradient_checkpointing = spec.runtime.gradient_checkpointing
+    model.set_gradient_checkpointing(spec.runtime.gradient_checkpointing)
     model.train()
     heads.train()
     # Adapters or sharding wrap the model here: after freezing, before the optimizer.
     o = spec.optim
-    lr_peak = o.lr
     if spec.lora.enabled:
-        add_lora(model, spec.lora, device)
-        lr_peak = spec.lora.lr or o.lr
+        add_lora(model, spec.lora)
     if world.distributed:
-        shard_bagel(model, device, spec.runtime.fsdp_bf16)
+        shard_bagel(model, bf16=c.autocast and spec.runtime.fsdp_bf16)
         load_sharded_weights(model, c.bagel.folder / "ema.safetensors", device, world)
     model_params = [p for p in model.parameters() if p.requires_grad]
     head_params = [p for p in heads.parameters() if p.requires_grad]
-    optimizer = make_optimizer(model_params + head_params, o, lr_peak, device)
-    ema = None
-    if o.ema_decay is not None:
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(o.ema_decay), use_buffers=False)
-    modules = TrainedModules(model, heads)
+    optimizer = build_optimizer(model_params + head_params, spec, device, sharded=world.distributed)
+    ema = EMA(model, o.ema_decay) if o.ema_decay is not None else None
+    checkpoints = CheckpointManager(
+        out,
+        world,
+        TrainedModules(model, heads),
+        optimizer,
+        ema,
+        every=spec.checkpoint_every,
+        keep=spec.keep_checkpoints,
+        trainable_only=spec.lora.enabled,
+    )
 
     step = 0
     if world.main:
@@ -370,12 +369,7 @@ def _train(
     run = {"spec": spec.model_dump(mode="json"), "data": data_args}
     if latest is not None:
         try:
-            if world.distributed:
-                meta, mine = load_sharded_checkpoint(latest, modules, optimizer, world)
-                data_state = mine["data"]
-            else:
-                meta = load_checkpoint(latest, model, heads, optimizer, ema)
-                data_state = meta["data"]
+            meta, data_state = checkpoints.restore(latest)
         except (RuntimeError, OSError, KeyError, ValueError) as e:
             raise TrainError(f"--resume: {latest} cannot be loaded ({type(e).__name__}: {e})") from e
         if meta["data_args"] != data_args:
@@ -394,9 +388,7 @@ def _train(
 
     while step < spec.max_steps:
         started = time.perf_counter()
-        lr = lr_at(step, o, lr_peak)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = set_lr(optimizer, spec, step)
         plans = next_plans(data, c, spec, spec.batch_size // world.size)
         packs = [
             build_pack(g, c.bagel.config, c.bagel.tokens, spec.sequence.vae_batching)
@@ -408,16 +400,21 @@ def _train(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
-            ema.update_parameters(model)
+            ema.update()
         step += 1
 
         counts = world.sum([len(plans), len(packs), sum(p.batch.length for p in packs)])
-        skipped, sources = Counter(), Counter()
-        for rank_skipped, rank_sources in world.gather(
-            (dict(data.skipped), Counter(p.source for p in plans))
+        skipped, sources, recipes = Counter(), Counter(), Counter()
+        for rank_skipped, rank_sources, rank_recipes in world.gather(
+            (
+                dict(data.skipped),
+                Counter(p.source for p in plans),
+                Counter(p.recipe for p in plans if p.recipe),
+            )
         ):
             skipped.update(rank_skipped)
             sources.update(rank_sources)
+            recipes.update(rank_recipes)
         record = StepRecord(
             step=step,
             max_steps=spec.max_steps,
@@ -431,40 +428,37 @@ def _train(
             seconds=time.perf_counter() - started,
             skipped=dict(skipped),
             sources=dict(sources),
+            recipes=dict(recipes),
         )
         if log is not None and (step % spec.log_every == 0 or step == spec.max_steps):
             log.write(record)
         if on_step is not None and world.main:
             on_step(record)
-        if step % spec.checkpoint_every == 0 or step == spec.max_steps:
-            meta = {"data_args": data_args, "spec": run["spec"]}
-            if world.distributed:
-                rank_meta = {"data": data.state_dict()}
-                save_sharded_checkpoint(
-                    out, step, modules, optimizer, meta, rank_meta, spec.keep_checkpoints, world
-                )
-            else:
-                meta["data"] = data.state_dict()
-                save_checkpoint(
-                    out, step, model, heads, optimizer, ema, meta, spec.keep_checkpoints, spec.lora.enabled
-                )
+        if checkpoints.due(step, last=step == spec.max_steps):
+            checkpoints.save(step, {"data_args": data_args, "spec": run["spec"]}, data.state_dict())
 
     if log is not None:
         log.close()
     return _export(spec, c, out, ema, world)
 
 
-def _export(spec: TrainSpec, c: Components, out: Path, ema, world: World) -> Path:
-    """The inference checkpoint: gathered from the shards, merged from the adapters, or as trained."""
-    model = ema.module if ema is not None else c.bagel.model
-    state, extra = None, None
+def _export(spec: TrainSpec, c: Components, out: Path, ema: EMA | None, world: World) -> Path:
+    """The inference checkpoint, written one tensor at a time: gathered from the shards (every rank takes
+    part), merged from the adapters, or as trained; the EMA's averages when one is kept."""
+    model = c.bagel.model
+    if ema is not None:
+        ema.copy_to_model()  # training is over: the model now holds what model/ ships
+    tensors, extra = None, None
     if world.distributed:
-        state = gather_full_state(model)  # a collective: every rank takes part, rank 0 gets the state
+        tensors = full_tensors(model)
     elif spec.lora.enabled:
-        state = merged_state_dict(model)
+        tensors = merged_tensors(model)
         extra = lambda folder: save_adapter(folder / ADAPTER_DIR, model, spec.lora)  # noqa: E731
     path = out / "model"
     if world.main:
-        path = export_inference(out, model, c.bagel.vae, c.bagel.folder, c.prompts, state=state, extra=extra)
+        path = export_inference(out, model, c.bagel.folder, c.prompts, tensors, extra=extra)
+    else:
+        for _ in tensors:  # take part in every gather
+            pass
     world.barrier()
     return path

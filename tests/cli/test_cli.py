@@ -17,7 +17,8 @@ from groundedit import __version__
 from groundedit.engine.runlock import run_lock
 from groundedit.fixtures import synthetic_photo, write_sa1b_fixture
 from groundedit.formats.commits import CommitStore
-from groundedit.formats.manifest import RunInfo, StageSummary
+from groundedit.formats.manifest import StageSummary
+from groundedit.formats.runconfig import RunConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -170,7 +171,7 @@ def test_ray_workers_import_the_installed_package_from_the_clones_parent(sa1b_in
     assert (
         "core_worker" not in proc.stderr and "core_worker" in (parent / "run/logs/ray-driver.log").read_text()
     )
-    assert RunInfo.load(parent / "run").profile == "tiny"
+    assert RunConfig.load(parent / "run").profile == "tiny"
 
 
 def test_a_second_run_on_a_locked_folder_is_refused(cli, sa1b_input, tmp_path):
@@ -219,8 +220,8 @@ def test_resume_reuses_the_folders_settings_and_refuses_others(cli, sa1b_input, 
         "run", "--out", str(out), "--stage", "tag", "--input", str(other), "--reconfigure", check=False
     )
     assert proc.returncode == 1 and "read by 'ingest' only" in proc.stderr
-    info = RunInfo.load(out)
-    assert (info.input, info.profile, info.seed) == (str(sa1b_input.resolve()), "tiny", 4)
+    config = RunConfig.load(out)
+    assert (config.input, config.profile, config.seed) == (sa1b_input.resolve(), "tiny", 4)
     cli(
         "run",
         "--out",
@@ -233,7 +234,7 @@ def test_resume_reuses_the_folders_settings_and_refuses_others(cli, sa1b_input, 
         str(other),
         "--reconfigure",
     )
-    assert RunInfo.load(out).input == str(other.resolve())
+    assert RunConfig.load(out).input == other.resolve()
     assert sum(c.rows_in for c in CommitStore(out).read_all("ingest").values()) == 2
 
 
@@ -325,7 +326,7 @@ def test_out_must_be_new_empty_or_a_run_folder_unless_forced(tmp_path, capsys):
     assert rc == 1 and lines == [
         f"error: --out {photos} is the --input folder: give the run a folder of its own"
     ]
-    RunInfo(input=str(tmp_path), profile="tiny", seed=0).save(photos)
+    RunConfig(out=photos, input=str(tmp_path), profile="tiny", seed=0).save()
     rc, lines = _main(["run", *_tiny("--input", str(photos), "--out", str(tmp_path / "new"))], capsys)
     assert rc == 1 and lines == [
         f"error: --input {photos} is a groundedit run folder: its outputs are not input"
@@ -346,7 +347,7 @@ def test_out_must_be_new_empty_or_a_run_folder_unless_forced(tmp_path, capsys):
     assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"], "nothing written"
     args = ["run", *_tiny("--stage", "ingest", "--input", str(photos), "--out", str(busy))]
     assert _main([*args, "--force"], capsys)[0] == 0
-    assert (busy / "notes.txt").read_text() == "mine" and RunInfo.load(busy) is not None
+    assert (busy / "notes.txt").read_text() == "mine" and RunConfig.load(busy) is not None
     assert _main(args, capsys)[0] == 0, "a run folder resumes without --force"
 
 
@@ -360,6 +361,20 @@ def test_fixture_refuses_a_folder_that_is_not_empty(tmp_path, capsys):
         f"error: --out {out} is not empty: the fixture goes into a new or empty folder"
     ]
     assert [p.name for p in out.iterdir()] == ["sa_000000.tar"]
+
+
+def test_fixture_of_pairs(tmp_path, capsys):
+    out = tmp_path / "pairs"
+    rc, lines = _main(
+        ["fixture", "--out", str(out), "--pairs", "3", "--width", "96", "--height", "64"], capsys
+    )
+    assert (
+        rc == 0
+        and " ".join(" ".join(lines).split())
+        == f"wrote 3 edit pairs to {out} (manifest: {out / 'pairs.jsonl'})"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["images", "pairs.jsonl", "truth"]
+    assert len((out / "pairs.jsonl").read_text().splitlines()) == 3
 
 
 # --- what a new user trips on (issue 20) ----------------------------------------------------------

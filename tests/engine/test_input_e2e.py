@@ -68,10 +68,10 @@ def test_a_run_inside_its_input_never_reads_itself_on_resume(
     assert list((out / "data" / "render").glob("*.tar")), "the run wrote tars of photos inside its input"
 
     def counts(summary):
-        return {s: (summary[s]["rows"], summary[s]["kept"], summary[s]["rejected"]) for s in summary}
+        return {name: (s.rows_in, s.kept, s.rejected) for name, s in summary.stages.items()}
 
-    assert counts(second) == counts(first) and first["ingest"]["rows"] == 12
-    assert second["ingest"]["ran"] == 0, "nothing new to ingest"
+    assert counts(second) == counts(first) and first.stages["ingest"].rows_in == 12
+    assert second.stages["ingest"].units_ran == 0, "nothing new to ingest"
     kept, rejected = _keys(out)
     assert (kept, rejected) == first_keys
     assert sorted(kept + rejected) == sorted(f"sa_{i}" for i in range(1, 13)), "only the input's photos"

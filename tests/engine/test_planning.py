@@ -17,9 +17,9 @@ from groundedit.engine.planning import (
 )
 from groundedit.fixtures import write_sa1b_fixture
 from groundedit.formats.commits import CommitStore, UnitCommit
+from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.scan import KeyIndex, iter_units, plan_units
 from groundedit.specs import load_spec
-from groundedit.stages import RunContext
 from groundedit.stages.ingest import IngestStage
 
 
@@ -151,7 +151,7 @@ def _plan(inp, out, unit_size=2, limit=None):
     """One planning as the driver does it (the ingest stage, listings under ``out``)."""
     spec = load_spec("ingest", "tiny")
     spec = spec.model_copy(update={"params": {**spec.params, "unit_size": unit_size}})
-    stage = IngestStage(spec, RunContext(out=out, input=inp, seed=0, profile="tiny", limit=limit))
+    stage = IngestStage(spec, RunConfig(out=out, input=inp, seed=0, profile="tiny", limit=limit))
     return list(SourcePlanner(stage, "chain", CommitStore(out)).units())
 
 

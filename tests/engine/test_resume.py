@@ -201,7 +201,7 @@ def test_export_does_not_depend_on_the_order_units_finished(
     )
     _forget(out, "render", [units[1], units[0]])  # redone, with the same bytes, in another order
     summary = run_pipeline(sa1b_input, out)
-    assert summary["render"]["ran"] == 2
+    assert summary.stages["render"].units_ran == 2
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted((out / "shards").iterdir())}
     assert after == before, "export is a no-op: its input did not change"
 
@@ -242,12 +242,15 @@ def test_a_tar_rewritten_in_place_with_the_same_stat_is_caught_when_read(
     reads, real = [], scan.scan_tar
     monkeypatch.setattr(scan, "scan_tar", lambda p: reads.append(Path(p).name) or real(p))
     summary = run_pipeline(inp, out)
-    assert reads == [] and summary["ingest"]["ran"] == 0, "listed as it was, ingest done"
-    [(unit, error)] = summary["render"]["quarantined"].items()
-    assert unit == "sa_000001.tar-00000" and "changed since it was recorded" in error
+    assert reads == [] and summary.stages["ingest"].units_ran == 0, "listed as it was, ingest done"
+    [q] = summary.quarantined
+    assert (q.stage, q.unit) == (
+        "render",
+        "sa_000001.tar-00000",
+    ) and "changed since it was recorded" in q.error
     summary = run_pipeline(inp, out)
-    assert reads == ["sa_000001.tar"] and summary["ingest"]["ran"] == 1
-    assert not any(s["quarantined"] for s in summary.values())
+    assert reads == ["sa_000001.tar"] and summary.stages["ingest"].units_ran == 1
+    assert not summary.quarantined
     fresh = tmp_path / "fresh"
     run_pipeline(inp, fresh)
     assert shard_reader(out) == shard_reader(fresh)

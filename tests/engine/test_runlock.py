@@ -45,7 +45,7 @@ def test_a_busy_folder_is_refused_before_the_executor_starts(spine_stages, sa1b_
     holds is refused first."""
     from groundedit.engine.executors import LocalExecutor
     from groundedit.engine.pipeline import Pipeline
-    from groundedit.stages import RunContext
+    from groundedit.formats.runconfig import RunConfig
 
     class Recording(LocalExecutor):
         started = False
@@ -55,7 +55,7 @@ def test_a_busy_folder_is_refused_before_the_executor_starts(spine_stages, sa1b_
 
     monkeypatch.setenv("GROUNDEDIT_STAGES_DIR", str(spine_stages))
     out = tmp_path / "run"
-    ctx = RunContext(out=out, input=sa1b_input, seed=0, profile="tiny")
+    config = RunConfig(out=out, input=sa1b_input, seed=0, profile="tiny")
     with run_lock(out), pytest.raises(RunLocked):
-        Pipeline(ctx, Recording()).run()
+        Pipeline(config, Recording()).run()
     assert not Recording.started

@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 
 from groundedit.engine.runner import Unit, run_unit
+from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.storage import read_rows, write_rows
 from groundedit.records import BlobRef, Sample, Source
 from groundedit.specs import StageSpec
-from groundedit.stages.base import RunContext, Stage
+from groundedit.stages.base import Stage
 
 
 class Flaky(Stage):
@@ -31,7 +32,7 @@ def _samples(keys):
 
 def test_a_raising_sample_is_rejected_and_the_rest_kept(tmp_path: Path):
     write_rows(_samples(["a", "bad", "c", "d"]), tmp_path / "in.parquet")
-    stage = Flaky(StageSpec(stage="flaky", batch_size=4), RunContext(out=tmp_path, input=tmp_path))
+    stage = Flaky(StageSpec(stage="flaky", batch_size=4), RunConfig(out=tmp_path, input=tmp_path))
     rec = run_unit(stage, Unit(id="u", fingerprint="f", rows=4, input_file=tmp_path / "in.parquet"), "chain")
     assert (rec.kept, rec.rejected) == (3, {"stage_exception": 1})
     kept = read_rows(tmp_path / rec.file, Sample)
@@ -54,7 +55,7 @@ def test_new_input_adds_units_without_redoing_old_ones(tmp_path, run_pipeline, s
     (tmp_path / "more" / "sa_000001.tar").rename(inp / "sa_000001.tar")
     summary = run_pipeline(inp, out)
     after = CommitStore(out).read_all("render")
-    assert summary["render"]["ran"] == len(after) - len(before) > 0
+    assert summary.stages["render"].units_ran == len(after) - len(before) > 0
     assert all(after[u] == r for u, r in before.items())
 
 
@@ -71,7 +72,7 @@ def test_a_systematic_bug_stops_the_stage(tmp_path: Path):
     from groundedit.engine.runner import StageFailed
 
     write_rows(_samples(["a", "b", "c"]), tmp_path / "in.parquet")
-    stage = Broken(StageSpec(stage="broken", batch_size=2), RunContext(out=tmp_path, input=tmp_path))
+    stage = Broken(StageSpec(stage="broken", batch_size=2), RunConfig(out=tmp_path, input=tmp_path))
     with pytest.raises(StageFailed, match="NameError"):
         run_unit(stage, Unit(id="u", fingerprint="f", rows=3, input_file=tmp_path / "in.parquet"), "chain")
     assert not (tmp_path / "data").exists(), "nothing committed"
@@ -96,7 +97,7 @@ def test_a_batch_retried_sample_by_sample_does_not_duplicate_artifacts(tmp_path:
     import tarfile
 
     write_rows(_samples(["a", "bad", "c", "d"]), tmp_path / "in.parquet")
-    stage = Painter(StageSpec(stage="painter", batch_size=4), RunContext(out=tmp_path, input=tmp_path))
+    stage = Painter(StageSpec(stage="painter", batch_size=4), RunConfig(out=tmp_path, input=tmp_path))
     rec = run_unit(stage, Unit(id="u", fingerprint="f", rows=4, input_file=tmp_path / "in.parquet"), "chain")
     with tarfile.open(tmp_path / rec.artifacts) as tar:
         names = tar.getnames()
@@ -127,7 +128,7 @@ def _unit(tmp_path: Path, uid: str) -> Unit:
 def test_setup_is_charged_to_the_first_unit_only(tmp_path: Path):
     from groundedit.engine.runner import setup_stage
 
-    stage = Counted(StageSpec(stage="counted", batch_size=2), RunContext(out=tmp_path, input=tmp_path))
+    stage = Counted(StageSpec(stage="counted", batch_size=2), RunConfig(out=tmp_path, input=tmp_path))
     setup_stage(stage)
     assert stage.setups == 1 and stage.unbilled_setup_seconds >= 0
     stage.unbilled_setup_seconds = 2.5  # as if loading models had taken 2.5 s
@@ -145,16 +146,16 @@ def test_gpu_seconds_count_the_gpus_the_worker_held(tmp_path: Path, monkeypatch)
     monkeypatch.setitem(
         __import__("sys").modules, "torch", SimpleNamespace(cuda=SimpleNamespace(is_available=lambda: True))
     )
-    ctx = RunContext(out=tmp_path, input=tmp_path)
+    config = RunConfig(out=tmp_path, input=tmp_path)
     spec = StageSpec(stage="counted", batch_size=2, models={"m": "x"}, resources={"cpus": 1, "gpus": 2})
-    stage = Counted(spec, ctx)
+    stage = Counted(spec, config)
     stage.unbilled_setup_seconds = 1.0
     rec = run_unit(stage, _unit(tmp_path, "u1"), "chain")
     assert rec.device == "cuda"
     assert rec.gpu_seconds == pytest.approx((rec.seconds + 1.0) * 2, abs=2e-3)
-    one = Counted(StageSpec(stage="counted", batch_size=2, models={"m": "x"}), ctx)
+    one = Counted(StageSpec(stage="counted", batch_size=2, models={"m": "x"}), config)
     rec = run_unit(one, _unit(tmp_path, "u2"), "chain")
     assert rec.gpu_seconds == pytest.approx(rec.seconds, abs=2e-3), "a spec asking no GPU still used one"
-    free = Counted(StageSpec(stage="counted", batch_size=2), ctx)  # no models: never on the GPU
+    free = Counted(StageSpec(stage="counted", batch_size=2), config)  # no models: never on the GPU
     rec = run_unit(free, _unit(tmp_path, "u3"), "chain")
     assert rec.device == "cpu" and rec.gpu_seconds is None

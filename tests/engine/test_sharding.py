@@ -7,7 +7,7 @@ import tarfile
 
 import pyarrow.parquet as pq
 
-from groundedit.engine.sharding import OutputCombiner, ShardLayout
+from groundedit.engine.sharding import CombinedOutput, OutputCombiner, ShardLayout
 from groundedit.engine.tickets import Outcome, Ticket
 from groundedit.formats.commits import CommitStore, PartSample, RejectedPart, UnitCommit
 from groundedit.formats.storage import write_rejected
@@ -78,7 +78,7 @@ def test_layout_is_the_same_whatever_order_units_finish(tmp_path):
         if out == b:
             random.Random(3).shuffle(order)
         totals, _ = _combine(out, commits, order, params)
-        assert totals == {"shards": 3, "samples": 6, "rejected_rows": 8}
+        assert totals == CombinedOutput(shards=3, samples=6, rejected_rows=8)
     for name in sorted(p.name for p in (a / "shards").glob("*.tar")):
         assert (a / "shards" / name).read_bytes() == (b / "shards" / name).read_bytes()
     with tarfile.open(a / "shards" / "groundedit-000001.tar") as tar:

@@ -61,7 +61,7 @@ def test_a_node_that_cannot_see_the_input_stops_the_run_before_any_work(
 ):
     from groundedit.engine.executors import LocalExecutor
     from groundedit.engine.pipeline import Pipeline, PipelineError
-    from groundedit.stages import RunContext
+    from groundedit.formats.runconfig import RunConfig
 
     class TwoNodes(LocalExecutor):
         """This machine, and a node on which --input is not mounted."""
@@ -75,9 +75,9 @@ def test_a_node_that_cannot_see_the_input_stops_the_run_before_any_work(
 
     monkeypatch.setenv("GROUNDEDIT_STAGES_DIR", str(spine_stages))
     out = tmp_path / "run"
-    ctx = RunContext(out=out, input=sa1b_input, seed=0, profile="tiny")
+    config = RunConfig(out=out, input=sa1b_input, seed=0, profile="tiny")
     with pytest.raises(PipelineError) as e:
-        Pipeline(ctx, TwoNodes()).run()
+        Pipeline(config, TwoNodes()).run()
     assert str(e.value).startswith("node 10.0.0.9/0badc0de cannot see the input file ")
     assert "shared filesystem" in str(e.value)
     assert not (out / "data").exists() and not (out / "manifests" / "plan").exists()

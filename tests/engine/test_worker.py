@@ -29,9 +29,10 @@ def test_a_unit_that_keeps_failing_is_quarantined_and_retried_next_run(
     out = tmp_path / "run"
     summary = run_pipeline(sa1b_input, out, max_attempts=2)
     bad = "sa_000000.tar-00001"
-    assert list(summary["render"]["quarantined"]) == [bad]
-    assert "failed on 2 of 2 samples" in summary["render"]["quarantined"][bad]
-    assert summary["export"]["blocked"] == 1 and summary["export"]["samples"] == 10
+    [failed] = summary.quarantined
+    assert (failed.stage, failed.unit) == ("render", bad) and summary.stages["render"].units_quarantined == 1
+    assert "failed on 2 of 2 samples" in failed.error
+    assert summary.stages["export"].units_blocked == 1 and summary.sink.exported == 10
     assert tries.count("sa_5") == 4, "two attempts (each: the batch, then alone), then set aside"
     failure = CommitStore(out).read_failure("render", bad)
     assert failure.attempts == 2 and "KeyError" in failure.error
@@ -41,7 +42,7 @@ def test_a_unit_that_keeps_failing_is_quarantined_and_retried_next_run(
     assert "1 failed" in status
     monkeypatch.setattr(render.RenderStage, "_render", real)  # the bug is fixed
     summary = run_pipeline(sa1b_input, out)
-    assert summary["render"]["ran"] == 1 and not summary["render"]["quarantined"]
+    assert summary.stages["render"].units_ran == 1 and not summary.quarantined
     assert len(shard_reader(out)) == 12
     assert CommitStore(out).read_failure("render", bad) is None
 
@@ -61,4 +62,4 @@ def test_sample_errors_are_rejections_not_failures(
     monkeypatch.setenv("GROUNDEDIT_STAGES_DIR", str(spine_stages))
     monkeypatch.setattr(render.RenderStage, "_render", unreadable)
     summary = run_pipeline(sa1b_input, tmp_path / "run")
-    assert summary["render"]["rejected"] == {"image_truncated": 1} and not summary["render"]["quarantined"]
+    assert summary.stages["render"].rejected == {"image_truncated": 1} and not summary.quarantined

@@ -36,9 +36,9 @@ def test_load_from_disk_gives_every_sample_with_images(tiny_run, shard_reader, t
 
 
 def test_a_run_without_shards_has_nothing_to_export(tmp_path):
-    from groundedit.formats.manifest import RunInfo
+    from groundedit.formats.runconfig import RunConfig
 
-    RunInfo(input="x", profile="tiny", seed=0).save(tmp_path)
+    RunConfig(out=tmp_path, input="x", profile="tiny", seed=0).save()
     with pytest.raises(ExportError, match="no exported samples"):
         export_hf(RunData(tmp_path), tmp_path / "hf")
     assert not (tmp_path / "hf").exists(), "nothing written when there is nothing to export"

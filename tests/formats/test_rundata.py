@@ -36,7 +36,7 @@ def test_stage_summaries_match_the_manifests(tiny_run):
             sum(u.kept for u in units),
             dict(rejected),
         )
-        assert s.devices == ("cpu",) and s.gpu_seconds == 0.0
+        assert s.devices == ["cpu"] and s.gpu_seconds == 0.0
         assert s.seconds == pytest.approx(sum(u.seconds for u in units), abs=1e-2)
     for a, b in itertools.pairwise(stages):
         assert b.rows_in == a.kept, "each stage takes what the one before kept"

@@ -6,7 +6,7 @@ import pytest
 
 from groundedit.fixtures import write_sa1b_fixture
 from groundedit.formats.keys import path_hash
-from groundedit.formats.manifest import RunInfo
+from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.scan import group_id, plan_units, scan_input
 
 
@@ -128,7 +128,7 @@ def test_single_image_input(tmp_path):
 def _run_folder_inside(photos: Path) -> None:
     """A finished run's folder inside ``photos``: its artifacts look like photos and tars of photos."""
     old = photos / "old-run"
-    RunInfo(input=str(photos), profile="tiny", seed=0, limit=None).save(old)
+    RunConfig(out=old, input=str(photos), profile="tiny", seed=0, limit=None).save()
     (old / "data" / "render").mkdir(parents=True)
     write_sa1b_fixture(old / "data" / "render", images=1, images_per_tar=1)
     (old / "coffee_src.jpg").write_bytes(b"x")

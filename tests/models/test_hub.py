@@ -76,8 +76,8 @@ def test_pipeline_preflight_stops_before_any_work(tmp_path, monkeypatch, sa1b_in
     import shutil
 
     from groundedit.engine.pipeline import Pipeline, PipelineError
+    from groundedit.formats.runconfig import RunConfig
     from groundedit.specs import stages_dir
-    from groundedit.stages import RunContext
 
     specs = tmp_path / "stages"
     shutil.copytree(stages_dir(), specs)
@@ -85,7 +85,7 @@ def test_pipeline_preflight_stops_before_any_work(tmp_path, monkeypatch, sa1b_in
         f.write("models: {editor: /nonexistent/model}\n")
     monkeypatch.setenv("GROUNDEDIT_STAGES_DIR", str(specs))
     out = tmp_path / "run"
-    pipe = Pipeline(RunContext(out=out, input=sa1b_input, profile="tiny"))
+    pipe = Pipeline(RunConfig(out=out, input=sa1b_input, profile="tiny"))
     with pytest.raises(PipelineError, match=r"render\.editor: /nonexistent/model"):
         pipe.run()
     assert not out.exists()

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from groundedit.formats.rundata import StageSummary
+from groundedit.formats.manifest import StageSummary
 from groundedit.report import MARKER, ReportError, build_report
 from groundedit.report.charts import write_charts
 from groundedit.report.collect import QC_METRICS, ReportData
@@ -262,7 +262,17 @@ def funnel_data(inputs: int) -> ReportData:
     inside the axes) and whose last ones drop some."""
     kept = [inputs] * 6 + [inputs * 3 // 4] * 3 + [inputs // 2] * 2
     stages = [
-        StageSummary(name, True, 4, inputs, k, {"dropped": inputs - k} if k < inputs else {}, units_planned=4)
+        StageSummary(
+            stage=name,
+            spec_hash="",
+            chain_hash="",
+            complete=True,
+            units_done=4,
+            units_planned=4,
+            rows_in=inputs,
+            kept=k,
+            rejected={"dropped": inputs - k} if k < inputs else {},
+        )
         for name, k in zip(STAGES, kept, strict=True)
     ]
     return ReportData(
@@ -277,6 +287,7 @@ def funnel_data(inputs: int) -> ReportData:
         qc={m: ([], []) for m in QC_METRICS},
         ega=([], []),
         costs=[],
+        nodes=[],
         gallery=[],
         rejected={},
         gallery_limit=0,
@@ -304,14 +315,12 @@ def assert_units_as_status_counts(page: Path, run: Path, stages: Path) -> None:
     """``stages``: the spec folder the run was made with (status judges commits against it)."""
     from groundedit.engine.chain import StageChain
     from groundedit.engine.status import run_status
-    from groundedit.formats.manifest import RunInfo
-    from groundedit.stages import RunContext
+    from groundedit.formats.runconfig import RunConfig
 
-    info = RunInfo.load(run)
-    ctx = RunContext(out=run, input=Path(info.input), seed=info.seed, profile=info.profile, limit=info.limit)
+    config = RunConfig.load(run)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GROUNDEDIT_STAGES_DIR", str(stages))
-        status = {st.stage: st for st in run_status(StageChain(ctx), run)}
+        status = {st.stage: st for st in run_status(StageChain(config))}
     assert all(st.state == "done" for st in status.values()), "a finished run, judged by its own specs"
     rows = _funnel_rows(page)
     assert rows and set(rows) <= set(status)

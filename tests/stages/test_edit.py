@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.storage import read_rows
 from groundedit.formats.tar import ArtifactPack
 from groundedit.image.editing import crop_window, dilate
 from groundedit.records import Instructions, Sample
 from groundedit.specs import load_pipeline, load_spec
-from groundedit.stages import RunContext, UnitIO
+from groundedit.stages import UnitIO
 from groundedit.stages.edit import EditStage
 
 
@@ -29,7 +30,7 @@ def selected(sa1b_input, tmp_path_factory, run_pipeline):
 @pytest.fixture(scope="module")
 def stage(selected):
     out, _ = selected
-    st = EditStage(load_spec("edit", "tiny"), RunContext(out=out, input=out, seed=0, profile="tiny"))
+    st = EditStage(load_spec("edit", "tiny"), RunConfig(out=out, input=out, seed=0, profile="tiny"))
     st.setup()
     return st
 
@@ -90,7 +91,7 @@ def test_metrics_are_recorded_and_thresholds_reject(stage, selected, tmp_path):
         assert r.scores.change_inside > 0
         assert (r.rejection is None) == ("edited.jpg" in r.artifacts)
     strict = EditStage(
-        stage.spec.model_copy(update={"params": {**stage.spec.params, "min_ega": 1.0}}), stage.ctx
+        stage.spec.model_copy(update={"params": {**stage.spec.params, "min_ega": 1.0}}), stage.config
     )
     strict.editor, strict.inpainter = stage.editor, stage.inpainter
     rejected = strict.process_batch(batch[1:2], io)[0]
@@ -105,15 +106,15 @@ def test_feather_wider_than_margin_is_a_spec_error():
 
 
 def test_preflight_names_the_files_missing_from_a_local_bagel_folder(tmp_path):
+    from groundedit.formats.runconfig import RunConfig
     from groundedit.models.hub import missing_requirements
     from groundedit.specs import load_spec
-    from groundedit.stages import RunContext
     from groundedit.stages.edit import EditStage
 
     (tmp_path / "llm_config.json").write_text("{}")
     spec = load_spec("edit", "tiny")
     spec = spec.model_copy(update={"models": {**spec.models, "editor": str(tmp_path)}})
-    lines = missing_requirements(EditStage(spec, RunContext(out=tmp_path, input=tmp_path)).requirements())
+    lines = missing_requirements(EditStage(spec, RunConfig(out=tmp_path, input=tmp_path)).requirements())
     assert [line.split(":")[0] for line in lines] == [
         "edit.editor/vit_config.json",
         "edit.editor/ema.safetensors",
@@ -145,7 +146,7 @@ def test_edited_jpg_is_the_full_encode_whether_spliced_into_src_jpg_or_not(
         stage.spec.model_copy(
             update={"params": {**stage.spec.params, "min_ega": 0.0, "max_change_outside": 1.0}}
         ),
-        stage.ctx,
+        stage.config,
     )
     lenient.editor, lenient.inpainter = stage.editor, stage.inpainter
     import groundedit.image.codec

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.scan import KeyIndex
 from groundedit.formats.tar import ArtifactPack, read_blob
 from groundedit.image import masks
 from groundedit.image.pixels import source_image
 from groundedit.specs import load_spec
-from groundedit.stages import RunContext, UnitIO
+from groundedit.stages import UnitIO
 from groundedit.stages.export import export_record
 from groundedit.stages.ingest import IngestStage
 from groundedit.stages.render import RenderStage
@@ -69,7 +70,7 @@ def phone_photos(tmp_path_factory):
 def _ingest(folder, out, profile="tiny", **params):
     spec = load_spec("ingest", profile)
     spec = spec.model_copy(update={"params": {**spec.params, **params}})
-    stage = IngestStage(spec, RunContext(out=out, input=folder, seed=0, profile=profile))
+    stage = IngestStage(spec, RunConfig(out=out, input=folder, seed=0, profile=profile))
     units = stage.plan(KeyIndex())
     return {s.key: s for u in units for s in stage.process_batch(u.entries(), io=None)}
 
@@ -105,7 +106,7 @@ def test_rendered_and_exported_sizes_describe_src_jpg(phone_photos, tmp_path):
     s = _ingest(phone_photos, tmp_path)["sa_1"]
     s = s.model_copy(update={"target": s.candidates[0]})
     stage = RenderStage(
-        load_spec("render", "tiny"), RunContext(out=tmp_path, input=phone_photos, profile="tiny")
+        load_spec("render", "tiny"), RunConfig(out=tmp_path, input=phone_photos, profile="tiny")
     )
     io_ = UnitIO(unit="u", out=tmp_path, artifacts=ArtifactPack(tmp_path, "data/render/u.tar"))
     (rendered,) = stage.process_batch([s], io_)

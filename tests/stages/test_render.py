@@ -7,6 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
+from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.storage import read_rows
 from groundedit.formats.tar import ArtifactPack, read_blob
 from groundedit.image import masks
@@ -15,7 +16,7 @@ from groundedit.image.overlay import draw_grounding
 from groundedit.image.pixels import source_image
 from groundedit.records import Sample
 from groundedit.specs import load_spec
-from groundedit.stages import RunContext, UnitIO
+from groundedit.stages import UnitIO
 from groundedit.stages.render import RenderStage
 
 
@@ -27,7 +28,7 @@ def test_grounded_jpg_is_the_full_encode_of_the_grounding_image(tiny_run, tmp_pa
     ]
     samples = [s for s in samples if s.rejection is None][:4]
     assert samples
-    stage = RenderStage(load_spec("render", "tiny"), RunContext(out=tmp_path, input=tmp_path, profile="tiny"))
+    stage = RenderStage(load_spec("render", "tiny"), RunConfig(out=tmp_path, input=tmp_path, profile="tiny"))
     pack = ArtifactPack(tmp_path, "render.tar")
     rendered = stage.process_batch(samples, UnitIO("u", tmp_path, pack))
     pack.commit()

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from groundedit.formats.runconfig import RunConfig
 from groundedit.records import BlobRef, Candidate, Sample, Source
 from groundedit.specs import load_spec
-from groundedit.stages.base import RunContext
 from groundedit.stages.select import SelectStage
 
 
@@ -40,7 +40,7 @@ def _sample(key: str, n: int = 8) -> Sample:
 def _stage(seed: int, **params) -> SelectStage:
     spec = load_spec("select", "tiny")
     spec = spec.model_copy(update={"params": {**spec.params, **params}})
-    return SelectStage(spec, RunContext(out=Path("/tmp"), input=Path("/tmp"), seed=seed))
+    return SelectStage(spec, RunConfig(out=Path("/tmp"), input=Path("/tmp"), seed=seed))
 
 
 def _targets(stage, samples, batch_size):

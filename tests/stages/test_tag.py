@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from groundedit.formats.runconfig import RunConfig
 from groundedit.models import hub
 from groundedit.models.perception import ram_vocab
 from groundedit.specs import load_spec
-from groundedit.stages import RunContext
 from groundedit.stages.tag import TagStage
 
 RAM_REPO = "xinyu1205/recognize-anything-plus-model"
@@ -34,7 +34,7 @@ def ingested_samples(sa1b_input, tmp_path_factory, run_pipeline):
 def _paper_stage(tmp_path, **params) -> TagStage:
     spec = load_spec("tag", "paper")
     spec = spec.model_copy(update={"params": {**spec.params, **params}})
-    return TagStage(spec, RunContext(out=tmp_path, input=tmp_path, profile="paper"))
+    return TagStage(spec, RunConfig(out=tmp_path, input=tmp_path, profile="paper"))
 
 
 def _released_layout_checkpoint(path, fc_bias: float):
@@ -120,7 +120,7 @@ def test_pipeline_preflight_names_a_missing_tag_list(tmp_path, monkeypatch, sa1b
     monkeypatch.setenv("GROUNDEDIT_STAGES_DIR", str(specs))
     out = tmp_path / "run"
     with pytest.raises(PipelineError, match=r"tag\.tags_file: /nonexistent/ram_tag_list\.txt \(local file"):
-        Pipeline(RunContext(out=out, input=sa1b_input, profile="tiny")).run()
+        Pipeline(RunConfig(out=out, input=sa1b_input, profile="tiny")).run()
     assert not out.exists()
 
 

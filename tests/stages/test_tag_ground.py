@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.storage import read_rows
 from groundedit.image import masks
 from groundedit.records import Sample
 from groundedit.specs import load_spec
-from groundedit.stages import RunContext
 from groundedit.stages.ground import GroundStage
 from groundedit.stages.tag import TagStage
 
@@ -25,7 +25,7 @@ def ingested(sa1b_input, tmp_path_factory, run_pipeline):
 def _stage(cls, out, **params):
     spec = load_spec(cls.name, "tiny")
     spec = spec.model_copy(update={"params": {**spec.params, **params}})
-    stage = cls(spec, RunContext(out=out, input=out, seed=0, profile="tiny"))
+    stage = cls(spec, RunConfig(out=out, input=out, seed=0, profile="tiny"))
     stage.setup()
     return stage
 

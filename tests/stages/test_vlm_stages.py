@@ -10,15 +10,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.storage import read_rows
 from groundedit.models.chat import load_prompt
 from groundedit.records import Sample
 from groundedit.specs import load_spec, stages_dir
-from groundedit.stages import RunContext
-from groundedit.stages.instruct import InstructionWriter, draw_edit_type
-from groundedit.stages.qc import QualityJudge
-from groundedit.stages.rewrite import InstructionRewriter
-from groundedit.stages.saliency import SaliencyFilter
+from groundedit.stages.instruct import InstructStage, draw_edit_type
+from groundedit.stages.qc import QcStage
+from groundedit.stages.rewrite import RewriteStage
+from groundedit.stages.saliency import SaliencyStage
 
 GOOD_INSTRUCTION = {
     "Editing_Type": "{t}",
@@ -73,7 +73,7 @@ def selected(sa1b_input, tmp_path_factory, run_pipeline):
 def _stage(cls, out, backend, **params):
     spec = load_spec(cls.name, "tiny")
     spec = spec.model_copy(update={"params": {**spec.params, **params}})
-    stage = cls(spec, RunContext(out=out, input=out, seed=0, profile="tiny"))
+    stage = cls(spec, RunConfig(out=out, input=out, seed=0, profile="tiny"))
     stage.backend, stage.template = backend, load_prompt(spec.prompt)
     return stage
 
@@ -86,7 +86,7 @@ def _red_box_outline(img: np.ndarray, box) -> bool:
 def test_saliency_sees_the_red_mask_and_keeps_ones(selected):
     out, samples = selected
     backend = ScriptedBackend(script=['{"answer":1}', '{"answer":0}'])
-    results = _stage(SaliencyFilter, out, backend, drop_salient=True).process_batch(samples[:4], io=None)
+    results = _stage(SaliencyStage, out, backend, drop_salient=True).process_batch(samples[:4], io=None)
     img = np.asarray(backend.requests[0].images[0]).astype(int)
     from groundedit.image import masks
 
@@ -104,7 +104,7 @@ def test_saliency_without_dropping_records_the_verdict(selected):
     assert load_spec("saliency", "tiny").params["drop_salient"] is False
     assert load_spec("saliency", "paper").params["drop_salient"] is True
     backend = ScriptedBackend(script=['{"answer":1}', '{"answer":0}'])
-    results = _stage(SaliencyFilter, out, backend).process_batch(samples[:2], io=None)
+    results = _stage(SaliencyStage, out, backend).process_batch(samples[:2], io=None)
     assert [r.rejection for r in results] == [None, None]
     assert [r.scores.saliency_keep for r in results] == [1, 0]
     assert all(r.provenance[-1].stage == "saliency" for r in results)
@@ -126,7 +126,7 @@ def test_instruct_retries_then_rejects_with_raw_text(selected, bad, reason):
     backend = ScriptedBackend(
         script=[lambda r: bad.replace("{t}", r.user.split("Edit type: ")[1].split("\n")[0])]
     )
-    (result,) = _stage(InstructionWriter, out, backend).process_batch(samples[:1], io=None)
+    (result,) = _stage(InstructStage, out, backend).process_batch(samples[:1], io=None)
     assert len(backend.requests) == 3, "bounded retries (max_attempts)"
     assert len({r.sampling.seed for r in backend.requests}) == 3, "a new seed each try"
     assert result.rejection.reason == reason and result.rejection.raw is not None
@@ -141,10 +141,10 @@ def test_instruct_sees_the_red_box_and_gets_its_drawn_type(selected):
         return json.dumps(GOOD_INSTRUCTION).replace("{t}", t)
 
     backend = ScriptedBackend(script=["{bad", good])
-    results = _stage(InstructionWriter, out, backend).process_batch(samples[:3], io=None)
+    results = _stage(InstructStage, out, backend).process_batch(samples[:3], io=None)
     weights = (
         load_spec("instruct", "tiny").params.get("edit_type_weights")
-        or InstructionWriter.Params().edit_type_weights
+        or InstructStage.Params().edit_type_weights
     )
     for s, r in zip(samples[:3], results, strict=True):
         assert r.rejection is None, r.rejection
@@ -160,13 +160,13 @@ def test_rewrite_keeps_both_and_rejects_multiline(selected):
 
     s = samples[0].model_copy(update={"instructions": Instructions(original="Make the cup green.")})
     backend = ScriptedBackend(script=['"Paint the cup green."'])
-    (ok,) = _stage(InstructionRewriter, out, backend).process_batch([s], io=None)
+    (ok,) = _stage(RewriteStage, out, backend).process_batch([s], io=None)
     assert (
         ok.instructions.original == "Make the cup green."
         and ok.instructions.rewritten == "Paint the cup green."
     )
     assert backend.requests[0].images == [] and "Make the cup green." in backend.requests[0].user
-    (bad,) = _stage(InstructionRewriter, out, ScriptedBackend(script=["line one\nline two"])).process_batch(
+    (bad,) = _stage(RewriteStage, out, ScriptedBackend(script=["line one\nline two"])).process_batch(
         [s], None
     )
     assert bad.rejection.reason == "not_one_line"
@@ -193,7 +193,7 @@ def test_qc_sees_two_boxed_images_and_applies_thresholds(selected, tmp_path):
         '{"RegionEditAccuracy":6.0,"SeamlessQuality":3.0}',
     )
     backend = ScriptedBackend(script=[low, bad, bad, bad])  # second sample: three tries, all out of range
-    judge = _stage(QualityJudge, out, backend, min_region_edit_accuracy=3.5, min_seamless_quality=3.5)
+    judge = _stage(QcStage, out, backend, min_region_edit_accuracy=3.5, min_seamless_quality=3.5)
     low, out_of_range = judge.process_batch([s, s.model_copy(update={"key": "b"})], None)
     assert low.rejection.reason == "qc_below_threshold" and low.scores.region_edit_accuracy == 4.5
     assert out_of_range.rejection.reason == "out_of_range"

@@ -40,7 +40,7 @@ def test_targets_cover_both_experts_and_only_the_language_model():
 
 def test_only_adapters_and_heads_get_gradients(tiny_spec):
     c = build_components(tiny_spec)
-    adapted = add_lora(c.bagel.model, LoraSpec(**LORA), c.device)
+    adapted = add_lora(c.bagel.model, LoraSpec(**LORA))
     assert len(adapted) == 4 * 7 * 2  # layers × projections × experts
     c.bagel.model.train()
     plans = [c.builder.plan(grounding_example(f"k{i}", seed=i), random.Random(i)) for i in range(2)]
@@ -61,9 +61,8 @@ def test_only_adapters_and_heads_get_gradients(tiny_spec):
 def lora_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("lora")
     write_shard(d / "data" / "a.tar", {f"s{i}": sample_members(f"s{i}", seed=i) for i in range(4)})
-    spec = load_train_spec(
-        "tiny", overrides=no_dropout(max_steps=2, lora={**LORA, "lr": 0.05}, optim={"warmup_steps": 0})
-    )
+    optim = {"warmup_steps": 0, "ema_decay": 0.5}  # an EMA of the adapters: model/ is merged from it
+    spec = load_train_spec("tiny", overrides=no_dropout(max_steps=2, lora={**LORA, "lr": 0.05}, optim=optim))
     train(spec, [str(d / "data")], d / "out")
     return d / "out", spec
 
@@ -85,6 +84,14 @@ def test_merged_checkpoint_is_base_plus_scaled_ba_and_loads_strictly(lora_run):
     for key in base.keys() - {f"{n}.weight" for n in adapted}:
         assert torch.equal(merged[key], base[key]), f"{key} is frozen"
     BagelEditor.from_pretrained(lora_run / "model", device="cpu")  # strict keys and shapes
+    # the exported adapter is the EMA of the adapters (the checkpoint's averages), not the last weights
+    averages = load_file(str(lora_run / "checkpoints" / "step-0000002" / "ema.safetensors"))
+    trained = load_file(str(lora_run / "checkpoints" / "step-0000002" / "bagel.safetensors"))
+    assert averages.keys() == trained.keys() and all(".lora_" in k for k in averages)
+    for key, value in averages.items():
+        peft_key = key.replace(".default.", ".")
+        assert torch.equal(adapter[peft_key], value), key
+        assert not torch.equal(value, trained[key]) or "lora_A" in key  # lora_B moved, its average lags
 
 
 def test_lora_checkpoints_hold_the_adapters_only_and_resume(lora_run, tmp_path):

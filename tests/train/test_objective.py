@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
 import torch
 
 from groundedit.train.examples import CaptionExample, ConversationExample, Utterance
-from groundedit.train.objective import TERMS, pack_counts
+from groundedit.train.objective import TERMS, pack_counts, pack_terms
 from groundedit.train.sequence import SequenceBuilder, build_pack
-from groundedit.train.spec import Freeze, SequenceSpec
+from groundedit.train.spec import Freeze, GroundingSpec, SequenceSpec
 from groundedit.train.trainer import apply_freezing, step_losses
 
-from .conftest import grounding_example, picture
+from .conftest import grounding_example, no_dropout, picture
 
 
 @pytest.fixture
@@ -166,3 +167,74 @@ def test_understanding_and_text_to_image_packs_carry_only_their_terms(components
             pack = build_pack([components.builder.plan(example, random.Random(0))], cfg, tokens)
             _, terms = step_losses(components, [pack], tiny_spec, "forward:0", backward=False)
             assert {t for t in TERMS if terms[t] != 0} == present, example.key
+
+
+def _leaf_outputs(c, pack, layer):
+    """The forward's outputs with the aligned layer's states and the ViT features as leaves: a gradient
+    on them comes only from how the terms read them."""
+    with torch.no_grad():
+        out = c.bagel.model(
+            pack.batch, vae=c.bagel.vae, hidden_layers={layer}, generator=torch.Generator().manual_seed(0)
+        )
+    out.hidden_states = {layer: out.hidden_states[layer].clone().requires_grad_()}
+    out.vit_features = [f.clone().requires_grad_() for f in out.vit_features]
+    return out
+
+
+@pytest.mark.parametrize("target", ["llm", "siglip"])
+@pytest.mark.parametrize("detach", [False, True])
+def test_alignment_targets_and_detach_targets(target, detach):
+    """Lvv's target is the LM's states at the grounded ViT tokens (llm) or SigLIP's output (siglip); Ltv's
+    is the target-location text. ``detach_targets`` stops the gradient into exactly those targets."""
+    from groundedit.train.sequence import EDITED_NOISED, GROUNDED_VIT
+    from groundedit.train.spec import load_train_spec
+    from groundedit.train.trainer import build_components
+
+    grounding = {"vv_target": target, "detach_targets": detach}
+    spec = load_train_spec("tiny", overrides=no_dropout(grounding=grounding))
+    c = build_components(spec)
+    pack = _pack(c)
+    layer = spec.grounding.align_layer
+    out = _leaf_outputs(c, pack, layer)
+    terms = pack_terms(out, pack, c.heads, c.sam, spec.grounding, c.bagel.config)
+    sample = pack.samples[0]
+    vit = sample.spans[GROUNDED_VIT]
+    states = out.hidden_states[layer]
+    g_states = torch.autograd.grad(terms.sums["vv"] + terms.sums["tv"], states, retain_graph=True)[0]
+    g_features = torch.autograd.grad(terms.sums["vv"], out.vit_features[vit.image], allow_unused=True)[0]
+    assert (g_states[sample.location_tokens].abs().sum() == 0) == detach  # Ltv's target
+    if target == "llm":
+        assert g_features is None  # SigLIP's output is not read
+        assert (g_states[vit.tokens].abs().sum() == 0) == detach
+    else:
+        assert g_states[vit.tokens].abs().sum() == 0  # the LM's states there are not the target
+        assert (g_features is None or g_features.abs().sum() == 0) == detach
+    assert g_states[sample.spans[EDITED_NOISED].tokens].abs().sum() > 0  # the predicted side always trains
+
+
+def test_mask_resolution_input_takes_the_bce_in_sams_input_frame(components, monkeypatch):
+    import groundedit.train.objective as objective
+
+    shapes = []
+    real = objective.mask_bce
+    monkeypatch.setattr(
+        objective, "mask_bce", lambda lg, t: shapes.append((lg.shape, t.shape)) or real(lg, t)
+    )
+    pack = _pack(components)
+    with torch.no_grad():
+        out = components.bagel.model(
+            pack.batch,
+            vae=components.bagel.vae,
+            hidden_layers={2},
+            generator=torch.Generator().manual_seed(0),
+        )
+        sums, grids = {}, {}
+        for resolution in ("decoder", "input"):
+            shapes.clear()
+            spec = GroundingSpec(align_layer=2, mask_resolution=resolution)
+            terms = pack_terms(out, pack, components.heads, components.sam, spec, components.bagel.config)
+            sums[resolution] = float(terms.sums["mask"])
+            assert len(shapes) == 3 * 2 and len({s for pair in shapes for s in pair}) == 1, shapes
+            grids[resolution] = tuple(shapes[0][0])
+    assert grids["input"] == tuple(components.sam.frame) != grids["decoder"]
+    assert all(math.isfinite(v) for v in sums.values())

@@ -22,7 +22,7 @@ from groundedit.train.sequence import build_pack, group_plans
 from groundedit.train.spec import load_train_spec
 from groundedit.train.trainer import build_components, next_plans, step_losses, train
 
-from .conftest import no_dropout, write_shard
+from .conftest import no_dropout, sample_members, write_shard
 from .test_data import write_bagel_parquet
 
 pytestmark = pytest.mark.slow
@@ -69,7 +69,9 @@ def test_training_overfits_one_sample_and_every_term_falls(tiny_run, tmp_path):
     for term in TERMS:
         assert after[term] < before[term], (term, before[term], after[term])
     assert after["tv"] < -0.5 and after["vv"] < -0.5  # from about 0 (unrelated) towards -1 (aligned)
-    assert (model_dir / "ema.safetensors").is_file()
+    trained = load_file(str(tmp_path / "out" / "checkpoints" / f"step-{steps:07d}" / "bagel.safetensors"))
+    exported = load_file(str(model_dir / "ema.safetensors"))
+    assert exported.keys() == trained.keys() and all(torch.equal(exported[k], v) for k, v in trained.items())
     rows = read_metrics(tmp_path / "out")
     assert [r["step"] for r in rows] == list(range(1, steps + 1))
     assert all(set(TERMS) <= r.keys() and r["samples"] == 1 and r["tokens_per_s"] > 0 for r in rows)
@@ -225,3 +227,32 @@ def test_trains_on_the_exporters_bagel_parquet(tiny_run, tmp_path):
     assert sum(r["samples"] for r in records) == 4
     assert not any(r.get("skipped") for r in records), records
     assert all(r["mse"] > 0 for r in records)
+
+
+def test_ema_follows_every_step_from_the_initial_weights(tmp_path):
+    """With ``optim.ema_decay`` the exported model is ``ema_k = d · ema_(k-1) + (1 - d) · θ_k`` from
+    ``ema_0 = θ_0``, for every trained parameter (the fixed position tables stay as they were)."""
+    from groundedit.models.hub import resolve
+
+    shard = write_shard(
+        tmp_path / "d" / "a.tar", {f"s{i}": sample_members(f"s{i}", seed=i) for i in range(3)}
+    )
+    decay, steps = 0.5, 3
+    overrides = no_dropout(
+        max_steps=steps, batch_size=1, checkpoint_every=1, keep_checkpoints=steps, optim={"ema_decay": decay}
+    )
+    model_dir = train(load_train_spec("tiny", overrides=overrides), [str(shard)], tmp_path / "out")
+    expected = load_file(str(resolve("tiny://bagel")) + "/ema.safetensors")
+    for step in range(1, steps + 1):
+        theta = load_file(str(tmp_path / "out" / "checkpoints" / f"step-{step:07d}" / "bagel.safetensors"))
+        expected = {
+            k: v if k.endswith("pos_embed") else decay * v + (1 - decay) * theta[k]
+            for k, v in expected.items()
+        }
+    last = load_file(str(tmp_path / "out" / "checkpoints" / f"step-{steps:07d}" / "ema.safetensors"))
+    exported = load_file(str(model_dir / "ema.safetensors"))
+    for name, value in expected.items():
+        torch.testing.assert_close(exported[name], value, atol=1e-6, rtol=0, msg=name)
+        if not name.endswith("pos_embed"):
+            torch.testing.assert_close(last[name], value, atol=1e-6, rtol=0, msg=name)
+            assert not torch.equal(exported[name], theta[name]), f"{name}: the EMA lags the weights"

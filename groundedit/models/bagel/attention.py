@@ -1,36 +1,62 @@
-"""Attention over packed sequences: segments of queries, each over its own range of keys.
+"""Attention over packed sequences: segments of queries, each over its own set of keys.
 
 One forward of the language model carries many independent pieces (samples of a training pack; the
-contexts and CFG branches of several edits). Each is a :class:`Segment`: a slice of the packed queries, the
-slice of keys it sees, and an optional boolean mask. Keys either are the new tokens themselves (training,
-full recompute) or live in a :class:`KVBuffer` that already holds each segment's cached context, into
-which the new tokens' keys are written first (KV-cached prefill, decoding and denoising).
+contexts and CFG branches of several edits). Each is a :class:`Segment`: a slice of the packed queries and
+the keys it sees (a slice, or the rows of a sample whose keys have holes), either all of them, the last
+``len(q)`` of them causally (lower-right causal: a text split after its context), or under an explicit
+boolean mask. Keys either are the new tokens themselves (training, full recompute) or live in a
+:class:`KVBuffer` that already holds each segment's cached context, into which the new tokens' keys are
+written first (KV-cached prefill, decoding and denoising).
+
+A training sample is cut into one segment per split (:func:`split_segments`), so no [L, L] mask is ever
+built: every call is a fused kernel (flash on CUDA and CPU) over one split's queries, with grouped KV heads
+passed as they are (``enable_gqa``).
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.bias import CausalBias, causal_lower_right
 
 
 @dataclass(frozen=True)
 class Segment:
-    """Queries ``q`` attend to keys ``k``; ``mask`` [len(q), len(k)] (True = visible) or None for all."""
+    """Queries ``q`` attend to keys ``k`` (a slice, or a 1-D tensor of key rows). ``causal``: query i sees
+    the keys up to ``len(k) - len(q) + i`` (the queries are the last keys); ``mask`` [len(q), len(k)]
+    (True = visible) otherwise, or None for all."""
 
     q: slice
-    k: slice
+    k: slice | Tensor
     mask: Tensor | None = None
+    causal: bool = False
 
 
-def causal_mask(n_new: int, n_past: int, device: torch.device | None = None) -> Tensor:
-    """Causal mask of n_new queries over n_past cached keys followed by the n_new keys themselves."""
-    q = torch.arange(n_new, device=device)[:, None]
-    k = torch.arange(n_past + n_new, device=device)[None, :]
-    return k <= q + n_past
+def split_segments(
+    start: int, split_lens: list[int], modes: list[str], device: torch.device | None = None
+) -> list[Segment]:
+    """One segment per split of a packed sample starting at ``start`` (Bagel's rules, see ``packing``):
+    a split sees every earlier split except noised ones, plus itself (causally for 'causal' splits)."""
+    segments, visible, pos, holes = [], [], start, False
+    for length, mode in zip(split_lens, modes, strict=True):
+        end = pos + length
+        if holes:
+            rows = torch.cat([*visible, torch.arange(pos, end)]).to(device)
+            keys: slice | Tensor = rows
+        else:
+            keys = slice(start, end)
+        segments.append(Segment(slice(pos, end), keys, causal=mode == "causal"))
+        if mode == "noise":
+            holes = True
+        else:
+            visible.append(torch.arange(pos, end))
+        pos = end
+    return segments
 
 
 # Whether SDPA runs grouped KV heads natively on CUDA (flash); learned on first use, since it depends on
@@ -42,11 +68,14 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
     global _CUDA_NATIVE_GQA
     heads, kv_heads = q.shape[1], k.shape[1]
     if heads == kv_heads or not q.is_cuda:
+        # CPU: the flash kernel takes grouped heads and masks.
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=heads != kv_heads)
-    if mask is None and _CUDA_NATIVE_GQA is not False:
+    # A dense mask sends SDPA to kernels without grouped heads; none, or lower-right causal, can use flash.
+    if (mask is None or isinstance(mask, CausalBias)) and _CUDA_NATIVE_GQA is not False:
         try:
-            with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION]):
-                out = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+            kernels = [SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION]
+            with sdpa_kernel(kernels) if mask is None else nullcontext():
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
             _CUDA_NATIVE_GQA = True
             return out
         except RuntimeError:
@@ -56,14 +85,30 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
+def _lower_right(n_q: int, n_k: int, device: torch.device) -> Tensor:
+    """Causal over the last ``n_q`` of ``n_k`` keys: flash takes it as is on CUDA; elsewhere the small
+    [n_q, n_k] mask (only text splits are causal) is built."""
+    if device.type == "cuda":
+        return causal_lower_right(n_q, n_k)
+    return torch.arange(n_k, device=device)[None, :] <= torch.arange(n_q, device=device)[:, None] + (
+        n_k - n_q
+    )
+
+
 def attend(q: Tensor, k: Tensor, v: Tensor, segments: list[Segment]) -> Tensor:
     """Scaled dot-product attention per segment. q [Tq, H, D], k/v [Tk, Hkv, D] → [Tq, H, D]."""
     outs = []
     for seg in segments:
         qs = q[seg.q].transpose(0, 1).unsqueeze(0)
-        ks = k[seg.k].transpose(0, 1).unsqueeze(0)
-        vs = v[seg.k].transpose(0, 1).unsqueeze(0)
-        mask = None if seg.mask is None else seg.mask[None, None]
+        if isinstance(seg.k, slice):
+            ks, vs = k[seg.k], v[seg.k]
+        else:
+            ks, vs = k.index_select(0, seg.k), v.index_select(0, seg.k)
+        ks, vs = ks.transpose(0, 1).unsqueeze(0), vs.transpose(0, 1).unsqueeze(0)
+        if seg.causal:
+            mask = _lower_right(qs.shape[2], ks.shape[2], q.device)
+        else:
+            mask = None if seg.mask is None else seg.mask[None, None]
         outs.append(_sdpa(qs, ks, vs, mask)[0].transpose(0, 1))
     return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
 

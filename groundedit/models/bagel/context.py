@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .attention import KVBuffer, Segment, SegmentAttention, causal_mask
+from .attention import KVBuffer, Segment, SegmentAttention
 from .blocks import grid_position_ids, patchify
 from .model import Bagel
 from .packing import SpecialTokens
@@ -97,8 +97,7 @@ def extend(model: Bagel, contexts: list[Context], splits: list[Split]) -> list[C
         n = len(split)
         buffer.write(k0, ctx.kv)
         rows.append(torch.arange(k0 + ctx.length, k0 + ctx.length + n, device=dev))
-        mask = causal_mask(n, ctx.length, dev) if split.causal else None
-        segments.append(Segment(slice(q0, q0 + n), slice(k0, k0 + ctx.length + n), mask))
+        segments.append(Segment(slice(q0, q0 + n), slice(k0, k0 + ctx.length + n), causal=split.causal))
         q0, k0 = q0 + n, k0 + ctx.length + n
     x = torch.cat([s.embeds for s in splits])
     rope = model.language_model.model.rope(torch.cat([s.positions for s in splits]))

@@ -10,6 +10,9 @@ Only safetensors are read (nothing is unpickled).
 from __future__ import annotations
 
 import json
+import math
+import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,18 +161,97 @@ def load_bagel(
     )
 
 
+# safetensors' names of the dtypes a Bagel checkpoint holds.
+_DTYPES = {
+    torch.float32: "F32",
+    torch.bfloat16: "BF16",
+    torch.float16: "F16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
+def file_dtype(path: Path) -> torch.dtype:
+    """The dtype of the floating tensors of a safetensors file (the official ``ema.safetensors``: bf16)."""
+    names = {v: k for k, v in _DTYPES.items()}
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():  # noqa: SIM118 (not a dict)
+            dtype = names.get(f.get_slice(key).get_dtype())
+            if dtype is not None and dtype.is_floating_point:
+                return dtype
+    raise CheckpointError(f"{path} holds no floating-point tensor")
+
+
+class TensorFileWriter:
+    """A safetensors file written one tensor at a time, so no more than one tensor is ever in memory.
+
+    The header (every name, dtype, shape and byte range) is written first, from ``entries``; the tensors
+    must then arrive in that order. Hand-written because ``safetensors.torch.save_file`` takes a dict of
+    every tensor (and copies each into bytes): for a 14B-parameter model that is a second model in host
+    memory. The file is a normal safetensors file (8-byte header length, JSON header padded to 8 bytes,
+    then the data), read by ``safe_open`` and the official loaders alike.
+    """
+
+    def __init__(self, path: Path, entries: list[tuple[str, tuple[int, ...], torch.dtype]]) -> None:
+        self.entries, self.done = entries, 0
+        header, offset = {"__metadata__": {"format": "pt"}}, 0
+        for name, shape, dtype in entries:
+            size = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+            header[name] = {
+                "dtype": _DTYPES[dtype],
+                "shape": list(shape),
+                "data_offsets": [offset, offset + size],
+            }
+            offset += size
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)
+        self.file = open(path, "wb")  # noqa: SIM115 (closed by close())
+        self.file.write(struct.pack("<Q", len(text)) + text)
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        """The next tensor (cast to its entry's dtype, moved to the CPU)."""
+        want, shape, dtype = self.entries[self.done]
+        if name != want or tuple(tensor.shape) != shape:
+            raise CheckpointError(f"expected {want} {shape} next, got {name} {tuple(tensor.shape)}")
+        data = tensor.detach().to("cpu", dtype).contiguous().reshape(-1)
+        self.file.write(data.view(torch.uint8).numpy())
+        self.done += 1
+
+    def close(self) -> None:
+        """Close the file; raise if a tensor of the header was never written."""
+        self.file.close()
+        if self.done != len(self.entries):
+            missing = [name for name, _, _ in self.entries[self.done :]]
+            raise CheckpointError(f"{len(missing)} tensors never written, first {missing[0]}")
+
+
+def official_entries(
+    config: BagelConfig, dtype: torch.dtype
+) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+    """Name, shape and (floating tensors: ``dtype``) dtype of every tensor of ``ema.safetensors``, in the
+    model's order (built on the meta device)."""
+    with torch.device("meta"):
+        state = Bagel(config).state_dict()
+    return [(k, tuple(v.shape), dtype if v.is_floating_point() else v.dtype) for k, v in state.items()]
+
+
 def save_bagel(
     folder: str | Path,
     model: Bagel,
-    vae: FluxVAE,
+    vae: FluxVAE | None,
     *,
     extra_config: bool = True,
-    state: dict[str, torch.Tensor] | None = None,
+    tensors: Iterable[tuple[str, torch.Tensor]] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Write configs and weights in the official layout (tokenizer files are the caller's).
 
-    ``state`` replaces ``model.state_dict()`` (a gathered or merged state of a sharded or adapted model);
-    it must have the official names (checked strictly).
+    ``ema.safetensors`` is written one tensor at a time, from ``tensors`` ((name, tensor) pairs in the
+    model's order, official names: a gathered, averaged or merged state) or else from the model's own
+    state; floating tensors are stored in ``dtype`` (default: the model's). ``ae.safetensors`` is written
+    from ``vae`` unless it is None (the caller copies the file it came from).
     """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -178,13 +260,17 @@ def save_bagel(
     (out / "vit_config.json").write_text(json.dumps(cfg.vit.to_json_dict(), indent=2))
     if extra_config:
         (out / EXTRA_CONFIG_FILE).write_text(json.dumps(cfg.extra_json_dict(), indent=2))
-    if state is not None:
-        with torch.device("meta"):
-            check_keys(Bagel(cfg), {k: tuple(v.shape) for k, v in state.items()}, out / "ema.safetensors")
-    states = (
-        (state if state is not None else model.state_dict(), "ema.safetensors"),
-        (vae.state_dict(), "ae.safetensors"),
-    )
-    for tensors, name in states:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(out / name))
+    writer = TensorFileWriter(out / "ema.safetensors", official_entries(cfg, dtype or model.dtype))
+    try:
+        for name, tensor in tensors if tensors is not None else model.state_dict().items():
+            writer.write(name, tensor)
+    except BaseException:
+        writer.file.close()
+        raise
+    writer.close()
+    if vae is not None:
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in vae.state_dict().items()},
+            str(out / "ae.safetensors"),
+        )
     return out

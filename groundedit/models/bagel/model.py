@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import Segment, SegmentAttention
+from .attention import SegmentAttention, split_segments
 from .blocks import Connector, PositionTable, TimestepEmbedder, patchify
 from .config import BagelConfig
 from .packing import PackedBatch
@@ -56,6 +56,12 @@ class Bagel(nn.Module):
         self.vae2llm = nn.Linear(config.latent_token_dim, hidden)
         self.llm2vae = nn.Linear(hidden, config.latent_token_dim)
         self.latent_pos_embed = PositionTable(config.max_latent_size, hidden)
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Recompute every decoder layer and every SigLIP layer in the backward instead of keeping their
+        activations (training at real size needs it; the official trainer checkpoints both)."""
+        self.language_model.model.gradient_checkpointing = enabled
+        self.vit_model.gradient_checkpointing = enabled
 
     @property
     def dtype(self) -> torch.dtype:
@@ -193,8 +199,9 @@ class Bagel(nn.Module):
             )
             gen_mask[batch.vae_index] = True
         segments = [
-            Segment(slice(s, e), slice(s, e), m.to(dev))
-            for (s, e), m in zip(batch.samples, batch.masks, strict=True)
+            segment
+            for (start, _), lens, modes in zip(batch.samples, batch.split_lens, batch.attn_modes, strict=True)
+            for segment in split_segments(start, lens, modes, dev)
         ]
         rope = self.language_model.model.rope(batch.position_ids.to(dev))
         final, hidden = self.run_llm(x, rope, Route(gen_mask), SegmentAttention(segments), hidden_layers)

@@ -62,7 +62,6 @@ class PackedBatch:
     length: int
     position_ids: Tensor
     samples: list[tuple[int, int]]
-    masks: list[Tensor]  # per sample, bool [L, L], True = may attend
     text_ids: Tensor
     text_index: Tensor
     ce_index: Tensor
@@ -93,7 +92,9 @@ class PackedBatch:
 
 
 def sample_mask(split_lens: list[int], modes: list[str]) -> Tensor:
-    """Dense attention mask of one sample from its splits (modes 'causal', 'full', 'noise')."""
+    """Dense attention mask [L, L] of one sample from its splits (modes 'causal', 'full', 'noise'): the
+    rules written out. The forward never builds it (it attends split by split, ``attention.split_segments``);
+    it is the reference the split-wise attention is tested against."""
     n = sum(split_lens)
     mask = torch.zeros(n, n, dtype=torch.bool)
     start = 0
@@ -136,7 +137,6 @@ class SequencePacker:
         self._vae: list[tuple[Tensor, tuple[int, int], Tensor, list[int], float | None]] = []
         self._spans: list[Span] = []
         self._samples: list[tuple[int, int]] = []
-        self._masks: list[Tensor] = []
         self._all_lens: list[list[int]] = []
         self._all_modes: list[list[str]] = []
         self._start_sample()
@@ -220,7 +220,6 @@ class SequencePacker:
         if len(self._pos) == self._sample_start:
             raise ValueError("empty sample")
         self._samples.append((self._sample_start, len(self._pos)))
-        self._masks.append(sample_mask(self._lens, self._modes))
         self._all_lens.append(self._lens)
         self._all_modes.append(self._modes)
         self._start_sample()
@@ -236,7 +235,6 @@ class SequencePacker:
             length=len(self._pos),
             position_ids=longs(self._pos),
             samples=self._samples,
-            masks=self._masks,
             text_ids=longs(self._text_ids),
             text_index=longs(self._text_index),
             ce_index=longs(self._ce_index),

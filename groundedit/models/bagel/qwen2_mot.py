@@ -36,6 +36,11 @@ class Route:
             self.gen_idx = gen_mask.nonzero().squeeze(1)
             self.und_idx = (~gen_mask).nonzero().squeeze(1)
             self.n_gen = n_gen
+            # Row i of the packed order within [understanding rows; generation rows].
+            order = torch.cat([self.und_idx, self.gen_idx])
+            self.unsort = torch.empty_like(order).index_copy_(
+                0, order, torch.arange(order.numel(), device=order.device)
+            )
 
     @classmethod
     def understanding(cls, n: int, device: torch.device | None = None) -> Route:
@@ -58,8 +63,13 @@ class Route:
         y_und = und(x.index_select(0, self.und_idx))
         y_gen = gen(x.index_select(0, self.gen_idx))
         if isinstance(y_gen, tuple):
-            return tuple(_merge(u, g, self.und_idx, self.gen_idx) for u, g in zip(y_und, y_gen, strict=True))
-        return _merge(y_und, y_gen, self.und_idx, self.gen_idx)
+            return tuple(self._merge(u, g) for u, g in zip(y_und, y_gen, strict=True))
+        return self._merge(y_und, y_gen)
+
+    def _merge(self, y_und: Tensor, y_gen: Tensor) -> Tensor:
+        # A concatenation and a gather keep only indices for the backward; index_copy would keep both
+        # experts' outputs (its derivative reads the source), a copy of every merged tensor per layer.
+        return torch.cat([y_und, y_gen]).index_select(0, self.unsort)
 
 
 def _overwrite(full, part, idx: Tensor):
@@ -70,11 +80,6 @@ def _overwrite(full, part, idx: Tensor):
     if isinstance(full, tuple):
         return tuple(put(f, p) for f, p in zip(full, part, strict=True))
     return put(full, part)
-
-
-def _merge(y_und: Tensor, y_gen: Tensor, und_idx: Tensor, gen_idx: Tensor) -> Tensor:
-    out = y_gen.new_empty((und_idx.numel() + gen_idx.numel(), *y_gen.shape[1:]))
-    return out.index_copy_(0, und_idx, y_und).index_copy_(0, gen_idx, y_gen)
 
 
 class Qwen2MLP(nn.Module):

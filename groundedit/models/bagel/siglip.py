@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import ViTConfig
 
@@ -94,11 +95,15 @@ class SiglipVisionModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.vision_model = SiglipVisionTransformer(cfg)
+        self.gradient_checkpointing = False  # recompute each layer in the backward (as officially trained)
 
     def forward(self, patches: Tensor, position_ids: Tensor, seqlens: list[int]) -> Tensor:
         """patches [N, 3*p*p] of len(seqlens) images back to back, ids [N] → features [N, hidden]."""
         vm = self.vision_model
         x = vm.embeddings(patches, position_ids)
         for layer in vm.encoder.layers:
-            x = layer(x, seqlens)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(layer, x, seqlens, use_reentrant=False)
+            else:
+                x = layer(x, seqlens)
         return vm.post_layernorm(x)

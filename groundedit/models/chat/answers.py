@@ -9,16 +9,14 @@ carry ``edit_type``: an instruction whose type differs from the one asked for is
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Literal, Self, get_args
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from groundedit.models.chat.constraints import bounded_json_schema, single_line_regex
 from groundedit.models.chat.request import OutputConstraint
-
-EditType = Literal["color change", "remove", "replace", "add", "appearance", "others"]
-EDIT_TYPES: tuple[str, ...] = get_args(EditType)
+from groundedit.records import EDIT_TYPES, EDITING, POST_EDIT, SCENE, TARGET, EditKind, EditType
 
 # Mentions of the overlay we drew (the red box or mask), not of real objects: anchored on "red" or
 # "bounding"/"boxed", so "the cardboard box" or "a red car" still pass. A cheap check by design.
@@ -87,10 +85,10 @@ class SaliencyAnswer(JsonAnswer):
 class ChainOfThought(JsonAnswer):
     """The four reasoning steps: 1-2 ground the target in text, 3-4 describe the edit."""
 
-    scene_description: str = Field(alias="1_Scene_Description", min_length=1)
-    target_localization: str = Field(alias="2_Target_Localization", min_length=1)
-    editing_description: str = Field(alias="3_Editing_Description", min_length=1)
-    post_edit_description: str = Field(alias="4_Post_Edit_Description", min_length=1)
+    scene_description: str = Field(alias=SCENE, min_length=1)
+    target_localization: str = Field(alias=TARGET, min_length=1)
+    editing_description: str = Field(alias=EDITING, min_length=1)
+    post_edit_description: str = Field(alias=POST_EDIT, min_length=1)
 
     @field_validator("*")
     @classmethod
@@ -129,6 +127,93 @@ class InstructionAnswer(JsonAnswer):
                 "asked for {wanted}, got {got}",
                 {"wanted": wanted, "got": self.editing_type},
             )
+        return self
+
+
+class Box1000(JsonAnswer):
+    """A box's corners on GoT's grid, integers in [0, 1000)."""
+
+    x1: int = Field(ge=0, le=999, strict=True)
+    y1: int = Field(ge=0, le=999, strict=True)
+    x2: int = Field(ge=0, le=999, strict=True)
+    y2: int = Field(ge=0, le=999, strict=True)
+
+    def corners(self) -> tuple[int, int, int, int]:
+        """``(x1, y1, x2, y2)`` with each pair in order: a model may name the corners either way round."""
+        return min(self.x1, self.x2), min(self.y1, self.y2), max(self.x1, self.x2), max(self.y1, self.y2)
+
+
+class RegionAnswer(JsonAnswer):
+    """The VLM's proposal of an edit pair's region: what the edit does there, and the box."""
+
+    edit_kind: EditKind = Field(alias="Edit_Kind")
+    box: Box1000 = Field(alias="Box")
+
+
+BOX_TEXT = re.compile(r"\((\d{1,3}),\s*(\d{1,3})\),\s*\((\d{1,3}),\s*(\d{1,3})\)")
+
+
+def box_text(box: tuple[tuple[int, int], tuple[int, int]]) -> str:
+    """GoT's way of writing a box: ``(x1,y1),(x2,y2)``."""
+    (x1, y1), (x2, y2) = box
+    return f"({x1},{y1}),({x2},{y2})"
+
+
+class GoTSteps(JsonAnswer):
+    """A GoT-style chain: the scene, the target with its box, the operation, the result."""
+
+    scene: str = Field(alias="Scene", min_length=1)
+    target: str = Field(alias="Target", min_length=1)
+    operation: str = Field(alias="Operation", min_length=1)
+    result: str = Field(alias="Result", min_length=1)
+
+    @field_validator("*")
+    @classmethod
+    def _steps_marking(cls, v: str) -> str:
+        return _no_marking(v)
+
+
+class ReasoningAnswer(JsonAnswer):
+    """The reasoning written for a given edit pair: its type, the edited object's name, the 4-step
+    CoT and the GoT chain. With ``box_1000`` in the validation context, the chain's target step must
+    write that box, and no other box may appear anywhere in the answer."""
+
+    editing_type: EditType = Field(alias="Editing_Type")
+    target_object: str = Field(alias="Target_Object", min_length=1)
+    cot: ChainOfThought = Field(alias="CoT")
+    got: GoTSteps = Field(alias="GoT")
+
+    @classmethod
+    def constraint(cls, max_string_chars: int, box: tuple[tuple[int, int], tuple[int, int]] | None = None):
+        """As :meth:`JsonAnswer.constraint`; with ``box``, the GoT target step must contain it."""
+        from groundedit.models.chat.constraints import json_string_around_pattern
+
+        schema = bounded_json_schema(cls, max_string_chars)
+        if box is not None:
+            target = schema["properties"]["GoT"]["properties"]["Target"]
+            target["pattern"] = json_string_around_pattern(max_string_chars, box_text(box))
+        return OutputConstraint(json_schema=schema)
+
+    @model_validator(mode="after")
+    def _box_matches(self, info: ValidationInfo) -> Self:
+        wanted = (info.context or {}).get("box_1000")
+        if wanted is None:
+            return self
+        want = box_text(wanted)
+        if want not in self.got.target.replace(" ", ""):
+            raise PydanticCustomError(
+                "box_missing", "the target step does not give the box {want}", {"want": want}
+            )
+        texts = [*self.cot.model_dump().values(), *self.got.model_dump().values()]
+        for text in texts:
+            for m in BOX_TEXT.finditer(text):
+                found = box_text(((int(m[1]), int(m[2])), (int(m[3]), int(m[4]))))
+                if found != want:
+                    raise PydanticCustomError(
+                        "box_mismatch",
+                        "the text gives the box {found}, the region is {want}",
+                        {"found": found, "want": want},
+                    )
         return self
 
 

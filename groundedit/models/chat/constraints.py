@@ -36,6 +36,18 @@ def json_string_pattern(max_chars: int) -> str:
     return f'^[^"\\\\{_LEADING_EXCLUDED}][^"\\\\{_JSON_BODY_EXCLUDED}]{{0,{max_chars - 1}}}$'
 
 
+def json_string_around_pattern(max_chars: int, literal: str) -> str:
+    """Regex for a JSON string that contains ``literal`` once (a box written into a reasoning step),
+    with up to ``max_chars`` characters of text on either side, none of them parentheses, so the
+    literal is the only bracketed thing in it. The text may not start with whitespace."""
+    if max_chars < 1:
+        raise ValueError("max_chars must be >= 1")
+    body = f'[^"\\\\(){_JSON_BODY_EXCLUDED}]'
+    first = f'[^"\\\\(){_LEADING_EXCLUDED}]'
+    escaped = "".join("\\" + c if c in "()[]{}.*+?^$|\\" else c for c in literal)
+    return f"^({first}{body}{{0,{max_chars - 1}}})?{escaped}{body}{{0,{max_chars}}}$"
+
+
 def single_line_regex(max_chars: int) -> str:
     """Regex for one line of 1..``max_chars`` characters that does not start with whitespace."""
     if max_chars < 1:

@@ -14,6 +14,8 @@ from groundedit.models.chat.answers import (
     EditScoreAnswer,
     InstructionAnswer,
     QCAnswer,
+    ReasoningAnswer,
+    RegionAnswer,
     RewriteAnswer,
     SaliencyAnswer,
 )
@@ -32,6 +34,8 @@ TASK_ANSWERS = {
     "rewrite": RewriteAnswer,
     "qc": QCAnswer,
     "judge": EditScoreAnswer,
+    "localize": RegionAnswer,
+    "reason": ReasoningAnswer,
 }
 
 
@@ -105,4 +109,38 @@ def judge_request(
     images = [original_boxed, edited_boxed]
     return _request(
         template, images, sampling, EditScoreAnswer.constraint(NO_FREE_TEXT), instruction=instruction
+    )
+
+
+def region_request(
+    template: PromptTemplate, source: Image.Image, target: Image.Image, instruction: str, sampling: Sampling
+) -> ChatRequest:
+    """Ask where an edit pair's edit is (a box on the [0, 1000) grid) and what it does there; the
+    source image goes first."""
+    constraint = RegionAnswer.constraint(NO_FREE_TEXT)
+    return _request(template, [source, target], sampling, constraint, instruction=instruction)
+
+
+def reasoning_request(
+    template: PromptTemplate,
+    source_boxed: Image.Image,
+    target_boxed: Image.Image,
+    instruction: str,
+    box_1000: tuple[tuple[int, int], tuple[int, int]],
+    sampling: Sampling,
+    max_chars: int = INSTRUCT_MAX_CHARS,
+) -> ChatRequest:
+    """Ask for the 4-step CoT and the GoT chain of a given edit (both images with the region's red
+    box, source first); the decoding constraint makes the chain's target step write ``box_1000``.
+    Validate with ``contexts=[{"box_1000": box_1000}]``."""
+    from groundedit.models.chat.answers import box_text
+
+    constraint = ReasoningAnswer.constraint(max_chars, box=box_1000)
+    return _request(
+        template,
+        [source_boxed, target_boxed],
+        sampling,
+        constraint,
+        instruction=instruction,
+        box=box_text(box_1000),
     )

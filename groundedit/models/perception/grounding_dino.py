@@ -21,9 +21,8 @@ from groundedit.models.perception.preprocess import (
     as_rgb_array,
     dino_resized,
     pad_batch,
-    read_image_processor_config,
 )
-from groundedit.models.perception.runtime import resolve_device, resolve_dtype
+from groundedit.models.perception.runtime import OnDevice, load_pretrained, resolve_device, resolve_dtype
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ class Detection:
     text_score: float
 
 
-class GroundingDinoDetector:
+class GroundingDinoDetector(OnDevice):
     """Runs Grounding DINO on (image, tag-prompt) pairs, batching pairs across images."""
 
     def __init__(
@@ -49,24 +48,21 @@ class GroundingDinoDetector:
         max_text_tokens: int | None = None,
         batch_size: int = 8,
     ):
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        super().__init__(model, settings, device, dtype, batch_size)
         self.tokenizer = tokenizer
-        self.settings = settings
         # The model attends to at most max_text_len tokens; prompts are chunked to fit.
         self.max_text_tokens = min(max_text_tokens or model.config.max_text_len, model.config.max_text_len)
-        self.batch_size = batch_size
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device=None, dtype=None, **kwargs) -> GroundingDinoDetector:
         """Load model, tokenizer and processor settings from a hub id or a ``save_pretrained`` directory."""
-        from transformers import AutoTokenizer, GroundingDinoForObjectDetection
+        from transformers import AutoTokenizer
 
         device = resolve_device(device)
-        model = GroundingDinoForObjectDetection.from_pretrained(str(path), dtype=resolve_dtype(dtype, device))
+        model, settings = load_pretrained(
+            "GroundingDinoForObjectDetection", path, resolve_dtype(dtype, device)
+        )
         tokenizer = AutoTokenizer.from_pretrained(str(path))
-        settings = ImageProcessorSettings.from_dict(read_image_processor_config(path))
         return cls(model, tokenizer, settings, device=device, dtype=dtype, **kwargs)
 
     def count_tokens(self, text: str) -> int:

@@ -15,34 +15,32 @@ import torch
 from groundedit.models.perception.preprocess import (
     ImageProcessorSettings,
     as_rgb_array,
-    read_image_processor_config,
     sam_batch,
     sam_masks_to_image,
 )
-from groundedit.models.perception.runtime import resolve_device, resolve_dtype
+from groundedit.models.perception.runtime import OnDevice, load_pretrained, resolve_device, resolve_dtype
 
 # Boxes whose masks are upsampled to full image size at a time (bounds memory on large images).
 _UPSAMPLE_CHUNK = 16
 
 
-class SamSegmenter:
+def load_sam(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[object, ImageProcessorSettings]:
+    """SAM (``transformers.SamModel``, on the CPU in ``dtype``) and its processor settings, from a hub id or a
+    ``save_pretrained`` directory. The grounding stage and training both load SAM through this."""
+    return load_pretrained("SamModel", path, dtype)
+
+
+class SamSegmenter(OnDevice):
     """Segments boxes with SAM; returns boolean masks at image size and SAM's predicted IoU per mask."""
 
     def __init__(self, model, settings: ImageProcessorSettings, device=None, dtype=None, batch_size: int = 4):
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
-        self.settings = settings
-        self.batch_size = batch_size
+        super().__init__(model, settings, device, dtype, batch_size)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device=None, dtype=None, **kwargs) -> SamSegmenter:
         """Load model and processor settings from a hub id or a ``save_pretrained`` directory."""
-        from transformers import SamModel
-
         device = resolve_device(device)
-        model = SamModel.from_pretrained(str(path), dtype=resolve_dtype(dtype, device))
-        settings = ImageProcessorSettings.from_dict(read_image_processor_config(path))
+        model, settings = load_sam(path, resolve_dtype(dtype, device))
         return cls(model, settings, device=device, dtype=dtype, **kwargs)
 
     @torch.inference_mode()

@@ -86,7 +86,7 @@ def test_ray_workers_killed_mid_work_cost_nothing(
     for point in KILLS:
         name = point.split("@")[0].replace(":", "-")
         assert (tmp_path / f"killed.{name}").exists(), f"a worker reached {point} and was killed"
-    assert not any(s.get("quarantined") for s in summary.values())
+    assert not summary.quarantined
     same_output(out, spine_reference)
     store = CommitStore(out)
     for stage in ("render", "export"):
@@ -128,7 +128,7 @@ def test_the_stream_reads_tickets_only_as_the_window_needs_them(
     import groundedit.engine.planning as planning
     from groundedit.engine.executors import RayExecutor
     from groundedit.engine.pipeline import Pipeline
-    from groundedit.stages import RunContext
+    from groundedit.formats.runconfig import RunConfig
 
     specs = stages_copy(
         tmp_path / "stages",
@@ -139,12 +139,12 @@ def test_the_stream_reads_tickets_only_as_the_window_needs_them(
     monkeypatch.setattr(planning, "UNITS_PER_PART", 2)
     ex = RayExecutor()
     try:
-        ctx = RunContext(out=tmp_path / "run", input=sa1b_input, seed=0, profile="tiny")
-        summary = Pipeline(ctx, ex, window=1).run()
+        config = RunConfig(out=tmp_path / "run", input=sa1b_input, seed=0, profile="tiny")
+        summary = Pipeline(config, ex, window=1).run()
     finally:
         ex.close()
-    assert [summary[s]["units"] for s in ("ingest", "export")] == [12, 12]
-    assert summary["export"]["ran"] == 12
+    assert [summary.stages[s].units_planned for s in ("ingest", "export")] == [12, 12]
+    assert summary.stages["export"].units_ran == 12
     counts = ex.ticket_counts
     assert counts["read"] == 12 and counts["consumed"] >= 11
     assert counts["most_ahead"] <= 1 + 2 * 2, counts

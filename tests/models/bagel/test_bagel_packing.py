@@ -7,6 +7,7 @@ import torch
 
 from groundedit.models.bagel import SequencePacker, SpecialTokens, tiny_config
 from groundedit.models.bagel.config import ResizeRule
+from groundedit.models.bagel.packing import sample_mask
 
 TOK = SpecialTokens(bos=1, eos=2, start_of_image=9, end_of_image=10)
 
@@ -68,7 +69,9 @@ def test_token_kinds_and_indexes(packed):
 
 def test_masks_causal_text_full_images_invisible_noise(packed):
     batch, _ = packed
-    first, second = batch.masks
+    first, second = (
+        sample_mask(lens, modes) for lens, modes in zip(batch.split_lens, batch.attn_modes, strict=True)
+    )
     expected = torch.zeros(23, 23, dtype=torch.bool)
     expected[0:4, 0:4] = torch.ones(4, 4).tril().bool()  # text: causal
     expected[4:10, 0:10] = True  # clean VAE image: full inside, sees the text

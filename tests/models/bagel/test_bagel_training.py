@@ -59,18 +59,34 @@ def test_one_pass_gives_losses_hidden_states_and_vit_features(tiny):
 def test_seeded_pass_is_reproducible_and_checkpointing_changes_nothing(tiny):
     batch, *_ = _batch(tiny)
     model = tiny.model
-    a = model(batch, vae=tiny.vae, generator=torch.Generator().manual_seed(5))
-    b = model(batch, vae=tiny.vae, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(a.ce, b.ce) and torch.equal(a.mse, b.mse)
-    a_grad = torch.autograd.grad(a.ce + a.mse, model.llm2vae.weight)[0]
-    model.language_model.model.gradient_checkpointing = True
+    vit_layer = model.vit_model.vision_model.encoder.layers[0]
+    llm_layer = model.language_model.model.layers[0]
+    weights = (model.llm2vae.weight, vit_layer.mlp.fc1.weight, llm_layer.mlp.up_proj.weight)
+    calls = []
+    # A pre-hook: the recompute stops as soon as it has what the backward needs (no forward hook then).
+    hooks = [m.register_forward_pre_hook(lambda m, i: calls.append(m)) for m in (vit_layer, llm_layer)]
+
+    def run():
+        calls.clear()
+        out = model(batch, vae=tiny.vae, generator=torch.Generator().manual_seed(5))
+        return out, torch.autograd.grad(out.ce + out.mse, weights)
+
     try:
-        c = model(batch, vae=tiny.vae, generator=torch.Generator().manual_seed(5))
-        c_grad = torch.autograd.grad(c.ce + c.mse, model.llm2vae.weight)[0]
+        a, a_grads = run()
+        b, _ = run()
+        assert len(calls) == 2  # each layer ran once
+        assert torch.equal(a.ce, b.ce) and torch.equal(a.mse, b.mse)
+        model.set_gradient_checkpointing(True)
+        c, c_grads = run()
+        assert len(calls) == 4  # ... and again in the backward: both the ViT and the LM are recomputed
     finally:
-        model.language_model.model.gradient_checkpointing = False
+        model.set_gradient_checkpointing(False)
+        for h in hooks:
+            h.remove()
     torch.testing.assert_close(c.final_hidden, a.final_hidden)
-    torch.testing.assert_close(c_grad, a_grad)
+    for x, y in zip(c_grads, a_grads, strict=True):
+        torch.testing.assert_close(x, y)
+    assert all(float(g.abs().sum()) > 0 for g in c_grads)
 
 
 def test_bad_requests_fail_clearly(tiny):
