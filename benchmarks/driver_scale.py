@@ -1,7 +1,8 @@
 """Driver scale: does anything in the driver grow faster than the input?
 
-1. Ingest-only runs over N small images (SA-1B-style tars of tiny JPEGs, ``--unit-size`` images a
-   unit: the tiny profile's 4 by default, so units are many and per-unit costs show). Each run is
+1. Source-only runs (ingest, the model-free select, export) over N small images (SA-1B-style
+   tars of tiny JPEGs, ``--unit-size`` images a unit: the tiny profile's 4 by default, so units
+   are many and per-unit costs show). Each run is
    a fresh process; it reports wall time, bytes the process wrote (``/proc/self/io`` wchar), bytes
    left in the run folder and the driver's peak RSS, per image. Flat per-image numbers from one
    size to the next mean the driver's cost per unit is O(1).
@@ -77,13 +78,15 @@ def write_header_only_tars(folder: Path, n: int) -> None:
 
 
 def stages_with_unit_size(folder: Path, unit_size: int) -> Path:
-    """The shipped specs, order cut to [ingest, export], the tiny profile's unit size set."""
+    """The shipped specs, order cut to [ingest, select, export] (select is model-free and writes the
+    target export reads: the stage contract refuses a pipeline without it), the tiny profile's
+    unit size set."""
     import yaml
 
     from groundedit.specs import stages_dir
 
     shutil.copytree(stages_dir(), folder)
-    (folder / "pipeline.yaml").write_text("order: [ingest, export]\n")
+    (folder / "pipeline.yaml").write_text("order: [ingest, select, export]\n")
     spec = yaml.safe_load((folder / "ingest.yaml").read_text())
     spec.setdefault("profiles", {}).setdefault("tiny", {}).setdefault("params", {})["unit_size"] = unit_size
     (folder / "ingest.yaml").write_text(yaml.safe_dump(spec))
@@ -274,7 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
         tmp = Path(tmp)
         stages = stages_with_unit_size(tmp / "stages", args.unit_size)
         print(
-            f"driver_scale  ingest-only, {args.unit_size} images a unit, {args.executor} executor, "
+            f"driver_scale  source-only (ingest, select, export), {args.unit_size} images a unit, {args.executor} executor, "
             "a fresh driver process each"
         )
         print(
