@@ -177,9 +177,9 @@ class Pipeline:
         writer = PlanWriter(self.config.out)
         units: set[str] = set()  # ids only (tens of bytes a unit), to forget units that left the plan
         try:
-            for unit, entries, stamps, fingerprint, done in planned:
-                writer.add(unit, len(entries), fingerprint, None if done else entries, stamps)
-                units.add(unit)
+            for p in planned:
+                writer.add(p.unit, p.rows, p.fingerprint, p.entries, p.stamps)
+                units.add(p.unit)
             writer.commit()
         except BaseException:
             writer.abort()
@@ -267,7 +267,7 @@ class Pipeline:
 
             combiner = OutputCombiner(c.out, sink, params, self.commits, call)
         window = self.window or max(8, 2 * sum(self.chain.specs[n].workers for n in wave))
-        for ticket in self.executor.stream(self._jobs(wave, capacity), plan.tickets(), window):
+        for ticket in self.executor.stream(self._jobs(wave, capacity), plan, window):
             for name in wave:
                 summary.count(ticket.unit, ticket.outcome(name))
                 s, ev = summary.stages[name], events[name]

@@ -4,7 +4,8 @@ The source stage lists its input lazily (one tar or folder at a time, ``--limit`
 listing); each unit gets a fingerprint of its content: the tar member table (names, offsets,
 sizes) for tar members, size + content digest (XXH3-128) for loose files. A loose file is read again only when its
 size, mtime or inode differ from what the unit's last commit recorded, so ``touch`` or an rsync
-without times costs a re-read, never a rerun. Units go to ``<out>/manifests/plan/`` as they are
+without times costs a re-read, never a rerun; a tar is listed again only when its size, mtime or
+inode differ from its listing's (``manifests/listings/``). Units go to ``<out>/manifests/plan/`` as they are
 planned (Parquet, one row group per unit), the entries of a unit only when the source stage must
 (re)do it. The driver keeps one unit in memory, and duplicate keys are found through an on-disk
 index; memory stays bounded by the largest tar or folder, not by the input.
@@ -16,6 +17,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,9 +26,10 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from groundedit.engine.tickets import Ticket
 from groundedit.formats.commits import CommitStore, FileStamp
-from groundedit.formats.manifest import atomic_write_bytes, digest
+from groundedit.formats.listing import TarListings
+from groundedit.formats.manifest import atomic_write_bytes
 from groundedit.formats.runfolder import PLAN_INFO, PLAN_PART, PLAN_PARTS, RunFolder
-from groundedit.formats.scan import KeyIndex
+from groundedit.formats.scan import KeyIndex, unit_fingerprint
 from groundedit.formats.tar import DIGEST_ALGORITHM, file_digest
 from groundedit.records import BlobRef, SourceEntry
 
@@ -41,6 +44,15 @@ _SCHEMA = pa.schema(
         ("stamps", pa.string()),
     ]
 )
+# a row group per unit: compressing its few bytes of ids costs more than it saves (entries are JSON)
+_COMPRESSION = {
+    "seq": "none",
+    "unit": "none",
+    "rows": "none",
+    "fingerprint": "none",
+    "entries": "zstd",
+    "stamps": "zstd",
+}
 _ENTRIES = TypeAdapter(list[SourceEntry])
 _STAMPS = TypeAdapter(list[FileStamp])
 
@@ -51,6 +63,15 @@ class PlanInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
     units: int
     rows: int
+
+
+class PlanPart(BaseModel):
+    """One part file of a plan: its name and the plan positions (``seq``) it holds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    first_seq: int
+    units: int
 
 
 class PlanWriter:
@@ -69,7 +90,7 @@ class PlanWriter:
         if self.units % UNITS_PER_PART == 0:
             self._close_part()
             self._part += 1
-            self._writer = pq.ParquetWriter(self.tmp / self._name(), _SCHEMA, compression="zstd")
+            self._writer = pq.ParquetWriter(self.tmp / self._name(), _SCHEMA, compression=_COMPRESSION)
         row = {
             "seq": [self.units],
             "unit": [unit],
@@ -118,6 +139,7 @@ class PlanReader:
     """The plan of the last planning (``manifests/plan/``)."""
 
     def __init__(self, out: Path):
+        self.out = Path(out)
         self.dir = RunFolder(out).plan
         self._open: tuple[str, pq.ParquetFile] | None = None  # the part file read last
 
@@ -127,12 +149,24 @@ class PlanReader:
     def info(self) -> PlanInfo:
         return PlanInfo.model_validate_json((self.dir / PLAN_INFO).read_bytes())
 
+    def parts(self) -> list[PlanPart]:
+        """The plan's part files in plan order, with the units each holds (their footers only)."""
+        parts, first = [], 0
+        for path in sorted(self.dir.glob(PLAN_PARTS)):
+            units = pq.ParquetFile(path).metadata.num_rows
+            parts.append(PlanPart(name=path.name, first_seq=first, units=units))
+            first += units
+        return parts
+
+    def part_tickets(self, part: str) -> list[Ticket]:
+        """The tickets of one part file (at most :data:`UNITS_PER_PART`), in plan order."""
+        table = pq.read_table(self.dir / part, columns=["seq", "unit", "rows", "fingerprint"])
+        return [Ticket(**row, plan_part=part, plan_row=i) for i, row in enumerate(table.to_pylist())]
+
     def tickets(self) -> Iterator[Ticket]:
-        """Every planned unit, in plan order (entries left on disk)."""
-        for part in sorted(self.dir.glob(PLAN_PARTS)):
-            table = pq.read_table(part, columns=["seq", "unit", "rows", "fingerprint"])
-            for i, row in enumerate(table.to_pylist()):
-                yield Ticket(**row, plan_part=part.name, plan_row=i)
+        """Every planned unit, in plan order (entries left on disk; one part in memory at a time)."""
+        for part in self.parts():
+            yield from self.part_tickets(part.name)
 
     def entries(self, ticket: Ticket) -> tuple[list[SourceEntry], list[FileStamp]]:
         """The source entries of one unit (read alone: one row group)."""
@@ -193,31 +227,48 @@ def stamp_loose_files(entries: list[SourceEntry], previous: list[FileStamp]) -> 
     return out, list(stamps.values())
 
 
-def unit_fingerprint(entries: list[SourceEntry]) -> str:
-    """Content fingerprint of a source unit: its entries, which carry the member table of tar
-    members and the size + digest of loose files."""
-    return digest([e.model_dump() for e in entries])
+@dataclass
+class PlannedSource:
+    """One unit of the plan: ``entries`` (and the loose files' ``stamps``) only when the source
+    stage must (re)do it (``done`` false)."""
+
+    unit: str
+    rows: int
+    fingerprint: str
+    entries: list[SourceEntry] | None
+    stamps: list[FileStamp]
+    done: bool
 
 
 class SourcePlanner:
-    """Streams the source stage's units into a plan, deciding which ones the stage must (re)do."""
+    """Streams the source stage's units into a plan, deciding which ones the stage must (re)do.
+    Input tars listed by an earlier planning of the run folder are not read again while unchanged
+    (:mod:`groundedit.formats.listing`); a unit of one that is done costs a commit read."""
 
     def __init__(self, stage, chain_hash: str, commits: CommitStore):
         self.stage = stage
         self.chain_hash = chain_hash
         self.commits = commits
+        self.listings = TarListings(RunFolder(stage.config.out).listings)
         self._keys_dir = tempfile.mkdtemp(prefix="groundedit-keys-")
         self.keys = KeyIndex(Path(self._keys_dir) / "keys.sqlite")
 
-    def units(self) -> Iterator[tuple[str, list[SourceEntry], list[FileStamp], str, bool]]:
-        """``(unit id, entries, stamps, fingerprint, done)`` in plan order."""
+    def units(self) -> Iterator[PlannedSource]:
+        """The plan's units, in plan order."""
         try:
-            for unit, entries in self.stage.plan(self.keys):
-                prev = self.commits.read(self.stage.name, unit)
-                entries, stamps = stamp_loose_files(entries, prev.source_stamps if prev else [])
+            for planned in self.stage.plan(self.keys, self.listings):
+                prev = self.commits.read(self.stage.name, planned.unit)
+                fp = planned.fingerprint
+                if fp is not None:  # a tar's unit: no loose file to stamp, entries only to redo it
+                    if prev is not None and prev.is_current(self.chain_hash, fp):
+                        yield PlannedSource(planned.unit, planned.rows, fp, None, [], True)
+                    else:
+                        yield PlannedSource(planned.unit, planned.rows, fp, planned.entries(), [], False)
+                    continue
+                entries, stamps = stamp_loose_files(planned.entries(), prev.source_stamps if prev else [])
                 fp = unit_fingerprint(entries)
                 done = prev is not None and prev.is_current(self.chain_hash, fp)
-                yield unit, entries, stamps, fp, done
+                yield PlannedSource(planned.unit, len(entries), fp, None if done else entries, stamps, done)
         finally:
             self.close()
 

@@ -27,8 +27,9 @@ from groundedit.engine.runner import Unit, run_sink_unit, run_unit, setup_stage
 from groundedit.engine.tickets import Outcome, Ticket
 from groundedit.faults import crash_point
 from groundedit.formats.commits import CommitStore, RejectedPart, UnitCommit, UnitFailure, sink_input
+from groundedit.formats.listing import TarListings
 from groundedit.formats.runconfig import RunConfig
-from groundedit.formats.runfolder import producer_of
+from groundedit.formats.runfolder import RunFolder, producer_of
 from groundedit.formats.tar import BlobChanged
 from groundedit.specs import StageSpec
 from groundedit.stages.base import SinkStage, SourceStage
@@ -172,6 +173,8 @@ class StageWorker:
         producer = producer_of(e.ref.path)
         if producer is None and not Path(e.ref.path).is_absolute():
             return
+        if producer is None and e.ref.member is not None:  # an input tar: list it again
+            TarListings(RunFolder(self.job.config.out).listings).forget(e.ref.path)
         self.commits.remove(producer or self.job.source, unit)
 
 

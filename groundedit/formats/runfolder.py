@@ -5,6 +5,7 @@
 <out>/manifests/run.lock              one driver at a time
 <out>/manifests/<stage>.json          each stage's summary
 <out>/manifests/plan/                 the planned units (Parquet parts + plan.json)
+<out>/manifests/listings/             input tars' member tables and units, kept between plannings
 <out>/commits/<stage>/<unit>.json     per-unit commits (and <unit>.failed.json)
 <out>/data/<stage>/<unit>.parquet     a stage's kept rows of a unit (.rejected.parquet: its rejected
                                       rows, .tar: the images it made; the sink: the unit's part)
@@ -98,6 +99,10 @@ class RunFolder:
     @property
     def plan_info(self) -> Path:
         return self.plan / PLAN_INFO
+
+    @property
+    def listings(self) -> Path:
+        return self.manifests / "listings"
 
     def summary(self, stage: str) -> Path:
         return self.manifests / f"{stage}.json"

@@ -96,7 +96,9 @@ class BlobChanged(OSError):
 
 def read_blob(ref: BlobRef, base: str | Path | None = None) -> bytes:
     """Read the bytes a :class:`BlobRef` points at, checking the recorded length and digest.
-    Relative paths resolve against ``base``. Raises :class:`BlobChanged` on a mismatch."""
+    Relative paths resolve against ``base``. A tar member with no digest yet (an input the source
+    stage reads by the offset planning listed) is checked against the tar header in front of it.
+    Raises :class:`BlobChanged` on a mismatch."""
     path = Path(ref.path)
     if not path.is_absolute() and base is not None:
         path = Path(base) / path
@@ -104,6 +106,8 @@ def read_blob(ref: BlobRef, base: str | Path | None = None) -> bytes:
         if ref.offset is None:
             data = f.read()
         else:
+            if ref.member is not None and ref.digest is None:
+                _check_header(f, ref)
             f.seek(ref.offset)
             data = f.read(ref.size)
     if ref.size is not None and len(data) != ref.size:
@@ -111,6 +115,29 @@ def read_blob(ref: BlobRef, base: str | Path | None = None) -> bytes:
     if ref.digest is not None and blob_digest(data) != ref.digest:
         raise BlobChanged(ref, "digest differs")
     return data
+
+
+def _check_header(f, ref: BlobRef) -> None:
+    """The block before a member's data is its header: a regular file of the recorded size and
+    name (a name too long for the header's field is only compared as far as the field holds it).
+    Otherwise the tar was rewritten since it was listed (a listing is trusted while the tar's size,
+    mtime and inode are unchanged)."""
+    why = "no tar header of it in front of its data"
+    if ref.offset >= _BLOCK:
+        f.seek(ref.offset - _BLOCK)
+        try:
+            info = tarfile.TarInfo.frombuf(f.read(_BLOCK), tarfile.ENCODING, "surrogateescape")
+        except tarfile.HeaderError:
+            info = None
+        if info is not None and info.isfile():
+            name = normalise_member_name(info.name)
+            if info.size != ref.size:
+                why = f"the header in front of it says {info.size} bytes where {ref.size} were listed"
+            elif name == ref.member or (len(info.name.encode()) >= 99 and ref.member.startswith(name)):
+                return
+            else:
+                why = f"the header in front of it names {name!r}"
+    raise BlobChanged(ref, why)
 
 
 class TarWriter:

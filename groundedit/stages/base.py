@@ -29,7 +29,8 @@ from groundedit.specs import StageSpec
 
 if TYPE_CHECKING:
     from groundedit.formats.commits import PartSample
-    from groundedit.formats.scan import KeyIndex
+    from groundedit.formats.listing import TarListings
+    from groundedit.formats.scan import KeyIndex, PlannedUnit
     from groundedit.models.hub import Requirement
 
 
@@ -106,9 +107,10 @@ class SourceStage(BaseStage):
     """Turns the run's input into samples."""
 
     @abstractmethod
-    def plan(self, keys: KeyIndex) -> Iterator[tuple[str, list[SourceEntry]]]:
-        """Scan the input and group it into ``(unit id, entries)``, in a stable order, lazily;
-        ``keys`` holds the sample keys planned so far (to flag duplicates)."""
+    def plan(self, keys: KeyIndex, listings: TarListings | None = None) -> Iterator[PlannedUnit]:
+        """Scan the input and group it into units, in a stable order, lazily; ``keys`` holds the
+        sample keys planned so far (to flag duplicates), ``listings`` the input tars listed by
+        earlier plannings of the run folder (reused while a tar is unchanged)."""
 
     @abstractmethod
     def process_batch(self, batch: list[SourceEntry], io: UnitIO) -> list[Sample]:

@@ -23,7 +23,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pydantic import BaseModel, ConfigDict, Field
 
-from groundedit.formats.scan import KeyIndex, iter_units
+from groundedit.formats.listing import TarListings
+from groundedit.formats.scan import KeyIndex, PlannedUnit, iter_planned
 from groundedit.formats.tar import blob_digest, read_blob
 from groundedit.image import masks
 from groundedit.image.codec import (
@@ -54,9 +55,14 @@ class IngestStage(SourceStage):
     Params = IngestParams
     writes = ("key", "source", "candidates")  # SA-1B annotations: candidates before any model
 
-    def plan(self, keys: KeyIndex) -> Iterator[tuple[str, list[SourceEntry]]]:
-        return iter_units(
-            self.config.input, self.params.unit_size, self.config.limit, keys, exclude=self.config.out
+    def plan(self, keys: KeyIndex, listings: TarListings | None = None) -> Iterator[PlannedUnit]:
+        return iter_planned(
+            self.config.input,
+            self.params.unit_size,
+            self.config.limit,
+            keys,
+            exclude=self.config.out,
+            listings=listings,
         )
 
     def reject_entry(self, entry: SourceEntry, reason: str, detail: str) -> Sample:

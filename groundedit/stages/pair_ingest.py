@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+from groundedit.formats.listing import TarListings
 from groundedit.formats.pairs import cell_bytes, guess_kind, iter_pair_groups, read_cells
-from groundedit.formats.scan import KeyIndex, chunk_units
+from groundedit.formats.scan import KeyIndex, PlannedUnit, chunk_units
 from groundedit.formats.tar import BlobChanged, blob_digest, read_blob
 from groundedit.image.codec import (
     SampleError,
@@ -48,11 +49,14 @@ class PairIngestStage(IngestStage):
     def input_kind(self) -> str:
         return self.config.input_kind or guess_kind(self.config.input)
 
-    def plan(self, keys: KeyIndex) -> Iterator[tuple[str, list[SourceEntry]]]:
+    def plan(self, keys: KeyIndex, listings: TarListings | None = None) -> Iterator[PlannedUnit]:
+        """Pair inputs are manifests and tables, not photo tars: ``listings`` is not used (their
+        files get planning's stat cache, as loose photos do)."""
         groups = iter_pair_groups(
             self.config.input, self.input_kind(), self.config.columns, exclude=self.config.out
         )
-        return chunk_units(groups, self.params.unit_size, self.config.limit, keys)
+        for unit, entries in chunk_units(groups, self.params.unit_size, self.config.limit, keys):
+            yield PlannedUnit(unit, len(entries), loaded=entries)
 
     def reject_entry(self, entry: SourceEntry, reason: str, detail: str) -> Sample:
         s = super().reject_entry(entry, reason, detail)

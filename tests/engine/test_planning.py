@@ -1,13 +1,26 @@
-"""Planning streams the input with bounded memory and fingerprints units by content."""
+"""Planning streams the input with bounded memory, fingerprints units by content and reads an
+unchanged tar's headers only once (its listing)."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from groundedit.engine.planning import PlanReader, PlanWriter, stamp_loose_files, unit_fingerprint
+import pytest
+
+from groundedit.engine.planning import (
+    PlanReader,
+    PlanWriter,
+    SourcePlanner,
+    stamp_loose_files,
+    unit_fingerprint,
+)
 from groundedit.fixtures import write_sa1b_fixture
 from groundedit.formats.commits import CommitStore, UnitCommit
+from groundedit.formats.runconfig import RunConfig
 from groundedit.formats.scan import KeyIndex, iter_units, plan_units
+from groundedit.specs import load_spec
+from groundedit.stages.ingest import IngestStage
 
 
 def test_limit_stops_listing(tmp_path):
@@ -119,3 +132,117 @@ def test_stamps_come_back_from_the_units_commit(tmp_path):
     )
     assert store.read("ingest", unit).source_stamps == stamps
     assert store.read("ingest", unit).committed_ns > 0
+
+
+# --- tar listings: re-planning reads no tar header while a tar is unchanged ----------------------
+
+
+@pytest.fixture
+def tar_reads(monkeypatch):
+    """The tars whose headers planning reads (``scan_tar`` calls, by file name)."""
+    import groundedit.formats.scan as scan
+
+    reads, real = [], scan.scan_tar
+    monkeypatch.setattr(scan, "scan_tar", lambda p: reads.append(Path(p).name) or real(p))
+    return reads
+
+
+def _plan(inp, out, unit_size=2, limit=None):
+    """One planning as the driver does it (the ingest stage, listings under ``out``)."""
+    spec = load_spec("ingest", "tiny")
+    spec = spec.model_copy(update={"params": {**spec.params, "unit_size": unit_size}})
+    stage = IngestStage(spec, RunConfig(out=out, input=inp, seed=0, profile="tiny", limit=limit))
+    return list(SourcePlanner(stage, "chain", CommitStore(out)).units())
+
+
+def _rows(planned):
+    return [(p.unit, p.rows, p.fingerprint, p.entries) for p in planned]
+
+
+def _mark_done(out, planned):
+    store = CommitStore(out)
+    for p in planned:
+        commit = UnitCommit(
+            stage="ingest",
+            unit=p.unit,
+            chain_hash="chain",
+            input_fingerprint=p.fingerprint,
+            output_fingerprint="o",
+            rows_in=p.rows,
+            kept=0,
+        )
+        store.write(commit)
+
+
+def test_replanning_unchanged_tars_reads_no_header(tmp_path, tar_reads, monkeypatch):
+    from groundedit.formats.listing import TarListings
+
+    inp, out = tmp_path / "in", tmp_path / "run"
+    write_sa1b_fixture(inp, images=6, images_per_tar=3)
+    first = _plan(inp, out)
+    assert tar_reads == ["sa_000000.tar", "sa_000001.tar"]
+    assert [p.unit for p in first] == [f"sa_00000{t}.tar-0000{u}" for t in (0, 1) for u in (0, 1)]
+    again = _plan(inp, out)
+    assert tar_reads == ["sa_000000.tar", "sa_000001.tar"], "no header read the second time"
+    assert _rows(again) == _rows(first), "units to do get the same entries from the listing"
+    _mark_done(out, first)
+    tables = []
+    real = TarListings.members
+    monkeypatch.setattr(TarListings, "members", lambda self, s: tables.append(s) or real(self, s))
+    done = _plan(inp, out)
+    assert [(p.unit, p.rows, p.fingerprint, p.done, p.entries) for p in done] == [
+        (p.unit, p.rows, p.fingerprint, True, None) for p in first
+    ]
+    assert len(tar_reads) == 2 and tables == [], "done units cost neither headers nor member tables"
+
+
+def test_a_tar_whose_stat_changed_is_listed_again(tmp_path, tar_reads):
+    inp, out = tmp_path / "in", tmp_path / "run"
+    write_sa1b_fixture(inp, images=6, images_per_tar=3, seed=1)
+    first = _plan(inp, out)
+    st = os.stat(inp / "sa_000000.tar")
+    os.utime(inp / "sa_000000.tar", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    tar_reads.clear()
+    touched = _plan(inp, out)
+    assert tar_reads == ["sa_000000.tar"], "a new mtime: listed again (the other tar is not)"
+    assert _rows(touched) == _rows(first), "same members, same units"
+    write_sa1b_fixture(tmp_path / "other", images=3, images_per_tar=3, seed=2)
+    os.replace(tmp_path / "other" / "sa_000000.tar", inp / "sa_000001.tar")  # other bytes, other size
+    tar_reads.clear()
+    replaced = _plan(inp, out)
+    assert tar_reads == ["sa_000001.tar"]
+    assert [p.fingerprint for p in replaced[:2]] == [p.fingerprint for p in first[:2]]
+    assert [p.fingerprint for p in replaced[2:]] != [p.fingerprint for p in first[2:]]
+
+
+def test_listed_tars_still_get_duplicate_keys_from_earlier_groups(tmp_path, tar_reads):
+    """A tar listed alone, then planned after a new tar holding the same SA-1B images: its units
+    come from its member table with duplicate_key errors, exactly as without listings; with the new
+    tar gone again, its listing is used as it was."""
+    inp, out = tmp_path / "in", tmp_path / "run"
+    write_sa1b_fixture(inp / "b", images=2, images_per_tar=2, seed=3)
+    alone = _plan(inp, out)
+    write_sa1b_fixture(inp / "a", images=2, images_per_tar=2, seed=4)  # sa_1, sa_2 again, planned first
+    tar_reads.clear()
+    both = _plan(inp, out)
+    assert tar_reads == ["sa_000000.tar"] and both[0].unit.startswith("a%2F")
+    fresh = [e for _, es in iter_units(inp, unit_size=2) for e in es]
+    assert [e for p in both for e in p.entries] == fresh
+    assert [e.error for e in fresh] == [None, None, "duplicate_key", "duplicate_key"]
+    import shutil
+
+    shutil.rmtree(inp / "a")
+    tar_reads.clear()
+    assert _rows(_plan(inp, out)) == _rows(alone)
+    assert tar_reads == []
+
+
+def test_a_limit_inside_a_tar_keeps_its_member_table(tmp_path, tar_reads):
+    inp, out = tmp_path / "in", tmp_path / "run"
+    write_sa1b_fixture(inp, images=6, images_per_tar=3)
+    limited = _plan(inp, out, limit=4)
+    assert sum(p.rows for p in limited) == 4
+    tar_reads.clear()
+    full = _plan(inp, out)
+    assert tar_reads == [], "the cut tar's member table was kept"
+    assert [e for p in full for e in p.entries] == [e for _, es in iter_units(inp, unit_size=2) for e in es]

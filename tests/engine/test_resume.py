@@ -219,3 +219,54 @@ def test_export_does_not_depend_on_the_order_units_finished(
     assert summary.stages["render"].units_ran == 2
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted((out / "shards").iterdir())}
     assert after == before, "export is a no-op: its input did not change"
+
+
+def test_a_tar_rewritten_in_place_with_the_same_stat_is_caught_when_read(
+    spine_stages, tmp_path, run_pipeline, shard_reader, monkeypatch
+):
+    """A tar's listing is trusted while its size, mtime and inode are unchanged. A tar rewritten in
+    place after ingest read it, keeping all three (other pixels, same member layout), is still
+    caught: the next run reads no header and finds ingest done, but render finds the bytes are not
+    the ones ingest recorded, fails the unit and forgets the listing; the run after that redoes the
+    unit and ends as a fresh run on the new bytes does."""
+    import os
+    from pathlib import Path
+
+    import groundedit.formats.scan as scan
+    from groundedit.fixtures import write_sa1b_fixture
+
+    inp, out = tmp_path / "in", tmp_path / "run"
+    write_sa1b_fixture(inp, images=4, images_per_tar=2, seed=1)
+    monkeypatch.setenv("GROUNDEDIT_STAGES_DIR", str(spine_stages))
+    run_pipeline(inp, out, stage="ingest")
+    tar = inp / "sa_000001.tar"
+    st = os.stat(tar)
+    with open(tar, "r+b") as f:  # one quantisation step of each JPEG: other pixels, same layout
+        data = f.read()
+        at = data.find(b"\xff\xdb")
+        while at >= 0:
+            f.seek(at + 6)
+            f.write(bytes([data[at + 6] + 9]))
+            at = data.find(b"\xff\xdb", at + 2)
+    os.utime(tar, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (os.stat(tar).st_size, os.stat(tar).st_mtime_ns, os.stat(tar).st_ino) == (
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ino,
+    )
+    reads, real = [], scan.scan_tar
+    monkeypatch.setattr(scan, "scan_tar", lambda p: reads.append(Path(p).name) or real(p))
+    summary = run_pipeline(inp, out)
+    assert reads == [] and summary.stages["ingest"].units_ran == 0, "listed as it was, ingest done"
+    [q] = summary.quarantined
+    assert (q.stage, q.unit) == (
+        "render",
+        "sa_000001.tar-00000",
+    ) and "changed since it was recorded" in q.error
+    summary = run_pipeline(inp, out)
+    assert reads == ["sa_000001.tar"] and summary.stages["ingest"].units_ran == 1
+    assert not summary.quarantined
+    fresh = tmp_path / "fresh"
+    run_pipeline(inp, fresh)
+    assert shard_reader(out) == shard_reader(fresh)
+    assert any(k in ("sa_3", "sa_4") for k in shard_reader(fresh)), "render read that tar's photos"

@@ -48,7 +48,7 @@ def ingest(path: Path, out: Path, kind: str | None = None, columns: dict | None 
     )
     stage = PairIngestStage(load_spec("pair_ingest", "tiny"), ctx)
     kept, rejected = [], []
-    for unit, entries in stage.plan(KeyIndex()):
+    for unit, entries in ((u.unit, u.entries()) for u in stage.plan(KeyIndex())):
         pack = ArtifactPack(out, f"data/pair_ingest/{unit}.tar")
         for s in stage.process_batch(entries, UnitIO(unit=unit, out=out, artifacts=pack)):
             (rejected if s.rejection else kept).append(s)

@@ -111,3 +111,35 @@ def test_rollback_drops_what_a_batch_packed(tmp_path):
     empty.rollback(mark)
     empty.commit()
     assert not (tmp_path / "v.tar").exists() and not empty.committed
+
+
+def _two_member_tar(path, first: str, second: str, data=(b"a" * 600, b"b" * 600)) -> dict[str, BlobRef]:
+    writer = TarWriter(path)
+    refs = {}
+    for name, payload in zip((first, second), data, strict=True):
+        offset, size = writer.add(name, payload)
+        refs[name] = BlobRef(path=str(path), member=name, offset=offset, size=size)
+    writer.close()
+    return refs
+
+
+@pytest.mark.parametrize("long", [False, True])
+def test_an_undigested_member_is_checked_against_its_header(tmp_path, long):
+    """Input members are read by the offsets a listing recorded, before any digest exists: the
+    header in front of the data must name the member (a long name as far as the header holds it:
+    its first 100 bytes)."""
+    a, b = ("a/" + "d/" * 60 + "x.jpg", "b/" + "d/" * 60 + "x.jpg") if long else ("a.jpg", "b.jpg")
+    path = tmp_path / "in.tar"
+    refs = _two_member_tar(path, a, b)
+    assert read_blob(refs[a]) == b"a" * 600
+    _two_member_tar(path, b, a)  # rewritten in place: the same size, the members swapped
+    with pytest.raises(BlobChanged, match="names 'b"):
+        read_blob(refs[a])
+    _two_member_tar(path, a, b, data=(b"a" * 600, b"b" * 100))
+    with pytest.raises(BlobChanged, match="says 100 bytes where 600 were listed"):
+        read_blob(refs[b])
+    with pytest.raises(BlobChanged, match="no tar header"):
+        read_blob(refs[a].model_copy(update={"offset": refs[a].offset + 512}))
+    digested = refs[a].model_copy(update={"offset": 0, "size": 4, "digest": "0" * 32})
+    with pytest.raises(BlobChanged, match="digest differs"):  # digested refs skip the header check
+        read_blob(digested)

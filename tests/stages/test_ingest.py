@@ -72,7 +72,7 @@ def _ingest(folder, out, profile="tiny", **params):
     spec = spec.model_copy(update={"params": {**spec.params, **params}})
     stage = IngestStage(spec, RunConfig(out=out, input=folder, seed=0, profile=profile))
     units = stage.plan(KeyIndex())
-    return {s.key: s for _, entries in units for s in stage.process_batch(entries, io=None)}
+    return {s.key: s for u in units for s in stage.process_batch(u.entries(), io=None)}
 
 
 def test_large_photos_are_downscaled_with_their_masks(phone_photos, tmp_path):

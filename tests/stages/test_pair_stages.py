@@ -40,7 +40,7 @@ def mined(tmp_path_factory):
     ctx = RunConfig(out=d, input=manifest, profile="tiny", recipe="pairs")
     ingest = PairIngestStage(load_spec("pair_ingest", "tiny"), ctx)
     samples = []
-    for unit, entries in ingest.plan(KeyIndex()):
+    for unit, entries in ((u.unit, u.entries()) for u in ingest.plan(KeyIndex())):
         samples += ingest.process_batch(entries, UnitIO(unit, d, ArtifactPack(d, f"{unit}.tar")))
     kinds = {k: kind for k, (kind, _) in read_truth(manifest).items()}
     io = UnitIO("difference", d, ArtifactPack(d, "difference.tar"))  # difference writes edited.jpg

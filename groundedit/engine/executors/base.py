@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
+from groundedit.engine.planning import PlanReader
 from groundedit.engine.tickets import Ticket
 from groundedit.engine.worker import StageJob
 
@@ -26,10 +27,11 @@ class Executor(Protocol):
         when ``gpus_needed`` (counting may load a GPU runtime)."""
         ...
 
-    def stream(self, jobs: list[StageJob], tickets: Iterable[Ticket], window: int) -> Iterator[Ticket]:
-        """Pass every ticket through the ``jobs``' stages in order and yield it when it leaves the
-        last one (in any order). Each stage runs on its own long-lived workers; at most ``window``
-        units are between the first stage and the consumer at any time."""
+    def stream(self, jobs: list[StageJob], plan: PlanReader, window: int) -> Iterator[Ticket]:
+        """Pass every ticket of ``plan`` through the ``jobs``' stages in order and yield it when it
+        leaves the last one (in any order). Each stage runs on its own long-lived workers; at most
+        ``window`` units are between the first stage and the consumer at any time, and tickets are
+        read from the plan as the stream needs them (memory does not grow with the plan)."""
         ...
 
     def on_every_node(self, fn: Callable, *args) -> dict[str, object]:
@@ -37,7 +39,8 @@ class Executor(Protocol):
         ...
 
     def call(self, fn: Callable, *args):
-        """Run ``fn(*args)`` where workers run and return its result (the final outputs' writers)."""
+        """Run ``fn(*args)`` where workers run and return its result (the final outputs' writers,
+        which are idempotent: a call may be retried). Calls of one run share one long-lived worker."""
         ...
 
     def close(self) -> None:

@@ -4,8 +4,9 @@ of them before the next one starts. Simple and deterministic: tests, debugging, 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 
+from groundedit.engine.planning import PlanReader
 from groundedit.engine.tickets import Ticket
 from groundedit.engine.worker import StageJob, StageWorker
 from groundedit.formats.commits import node_name
@@ -25,10 +26,10 @@ class LocalExecutor:
             gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}
 
-    def stream(self, jobs: list[StageJob], tickets: Iterable[Ticket], window: int) -> Iterator[Ticket]:
+    def stream(self, jobs: list[StageJob], plan: PlanReader, window: int) -> Iterator[Ticket]:
         workers = [StageWorker(job) for job in jobs]
         try:
-            for ticket in tickets:
+            for ticket in plan.tickets():
                 for w in workers:
                     ticket = w.step(ticket)
                 yield ticket

@@ -122,3 +122,62 @@ def test_the_driver_killed_under_ray_resumes(
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
     run_pipeline(sa1b_input, out, executor="ray", stages=spine_stages)
     same_output(out, spine_reference)
+
+
+def test_the_stream_reads_tickets_only_as_the_window_needs_them(
+    ray_cluster, sa1b_input, tmp_path, stages_copy, monkeypatch
+):
+    """12 units in plan parts of 2 (a part is 512 units in a real plan), at most 1 unit between
+    the first stage and the driver: the source may have read at most the window and two parts more
+    than the driver took, whatever Ray Data's scheduler did while the stages' actors started (its
+    liveness rule dispatches past any backpressure policy then); every ticket arrives once."""
+    import groundedit.engine.planning as planning
+    from groundedit.engine.executors import RayExecutor
+    from groundedit.engine.pipeline import Pipeline
+    from groundedit.formats.runconfig import RunConfig
+
+    specs = stages_copy(
+        tmp_path / "stages",
+        order=["ingest", "select", "render", "export"],
+        edits={"ingest": ("unit_size: 4", "unit_size: 1")},
+    )
+    monkeypatch.setenv("GROUNDEDIT_STAGES_DIR", str(specs))
+    monkeypatch.setattr(planning, "UNITS_PER_PART", 2)
+    ex = RayExecutor()
+    try:
+        config = RunConfig(out=tmp_path / "run", input=sa1b_input, seed=0, profile="tiny")
+        summary = Pipeline(config, ex, window=1).run()
+    finally:
+        ex.close()
+    assert [summary.stages[s].units_planned for s in ("ingest", "export")] == [12, 12]
+    assert summary.stages["export"].units_ran == 12
+    counts = ex.ticket_counts
+    assert counts["read"] == 12 and counts["consumed"] >= 11
+    assert counts["most_ahead"] <= 1 + 2 * 2, counts
+
+
+def test_outputs_are_written_by_one_long_lived_writer(ray_cluster, tmp_path):
+    """Every call goes to the same worker process (not a task each: a fresh process per shard); a
+    writer killed mid-call is restarted and the call retried; closing the executor ends it."""
+    import os
+
+    from groundedit.engine.executors import RayExecutor
+    from groundedit.engine.worker import run_with_env
+    from groundedit.faults import crash_point
+
+    ex = RayExecutor()
+    try:
+        pids = {ex.call(os.getpid) for _ in range(3)}
+        assert len(pids) == 1 and os.getpid() not in pids
+        env = {"GROUNDEDIT_CRASH_AT": "test:writer", "GROUNDEDIT_CRASH_ONCE": str(tmp_path / "killed")}
+        assert ex.call(run_with_env, env, crash_point, "test:writer") is None
+        assert (tmp_path / "killed.test-writer").exists(), "the writer was killed once"
+        (restarted,) = {ex.call(os.getpid) for _ in range(2)}
+        assert restarted not in pids
+        writer = ex._writer
+    finally:
+        ex.close()
+    import ray
+
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(writer.run.remote(os.getpid))
