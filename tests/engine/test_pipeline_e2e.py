@@ -231,6 +231,7 @@ def test_unit_commits_carry_their_cost(runs, executor):
 
 # Provenance fields that are null by the kind of stage (no prompt, no seed, no sampling), in every run.
 NULL_BY_STAGE = {"provenance[].prompt_hash", "provenance[].seed", "provenance[].sampling"}
+NULL_BY_RECIPE = {"pair"}  # what an edit pair carries: null in the SA-1B recipe's records
 
 
 def _null_fields(value, feature, path: str = ""):
@@ -263,7 +264,8 @@ def test_two_runs_load_together_with_the_published_features(
     assert {r["target"]["candidate_source"] for r in records} == {"sa1b", "grounded-sam"}
     features = record_features()
     for r in records:
-        assert set(_null_fields(r, features)) <= NULL_BY_STAGE, r["key"]
+        assert set(_null_fields(r, features)) <= NULL_BY_STAGE | NULL_BY_RECIPE, r["key"]
+        assert r["recipe"] == "sa1b" and r["pair"] is None
         assert isinstance(r["target"]["label"], str)
     urls = [str(p) for d in (runs["local"], plain_local_run) for p in sorted((d / "shards").glob("*.tar"))]
     ds = load_dataset(
