@@ -43,10 +43,10 @@ check-vllm-pins:
 
 # pytest exits 5 when it collects no tests: not a failure of the project.
 test:
-	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 test-fast:
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 # The whole story on a tiny input: build shards, train a few steps on them, edit one photo with the result.
 demo:

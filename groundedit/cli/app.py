@@ -27,7 +27,9 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Build grounding-oriented image-editing data from SA-1B photos.",
 )
-console = Console(stderr=True)
+# soft_wrap: a message is one line however narrow the terminal (or a pipe's 80 columns); rich would
+# otherwise fold paths mid-name, and a copied path would not work
+console = Console(stderr=True, soft_wrap=True)
 
 
 class CliError(Exception):

@@ -220,7 +220,7 @@ class RayExecutor:
             ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY,
             [*ENABLED_BACKPRESSURE_POLICIES, _window_policy(jobs[0].name, window, consumed)],
         )
-        gate = ray.remote(_TicketGate).options(num_cpus=0).remote()
+        gate = ray.remote(_TicketGate).options(num_cpus=0, scheduling_strategy=_on_this_node()).remote()
         # part k is read once the consumer is within window + one part of its first unit, so the
         # next part is at hand before the first stage needs it
         lead = window + max(p.units for p in parts)
@@ -288,7 +288,9 @@ class RayExecutor:
             # that dies is restarted and its call retried (the writers are idempotent); a call that
             # kills it four times fails the run.
             self._writer = (
-                ray.remote(_Writer).options(num_cpus=0, max_restarts=-1, max_task_retries=3).remote()
+                ray.remote(_Writer)
+                .options(num_cpus=0, max_restarts=-1, max_task_retries=3, scheduling_strategy=_on_this_node())
+                .remote()
             )
         return ray.get(self._writer.run.remote(fn, *args))
 
@@ -304,6 +306,15 @@ class RayExecutor:
 
             ray.shutdown()
             self._started = False
+
+
+def _on_this_node():
+    """Pin a driver-side actor (the ticket gate, the writer) to the driver's own node: it lives as
+    long as the run, and losing a worker node must cost only that node's units, not the run."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
 def _this_node() -> str:
