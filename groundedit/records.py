@@ -106,14 +106,24 @@ class Candidate(_Record):
     text_score: float | None = None
 
 
-class _CoTSteps(BaseModel):
+class CoTSteps(BaseModel):
+    """The four CoT steps under their record keys (extra keys ignored: training reads records with it)."""
+
     scene_description: str = Field(alias=SCENE)
     target_localization: str = Field(alias=TARGET)
     editing_description: str = Field(alias=EDITING)
     post_edit_description: str = Field(alias=POST_EDIT)
 
+    def steps(self) -> tuple[str, str, str, str]:
+        return (
+            self.scene_description,
+            self.target_localization,
+            self.editing_description,
+            self.post_edit_description,
+        )
 
-class CoT(_CoTSteps):
+
+class CoT(CoTSteps):
     """The 4-step chain of thought: steps 1-2 ground the target in text, steps 3-4 describe the edit."""
 
     model_config = _Record.model_config
@@ -313,7 +323,7 @@ class ExportTarget(_Strict):
     mask: Literal["mask.png"] = "mask.png"
 
 
-class ExportCoT(_CoTSteps):
+class ExportCoT(CoTSteps):
     model_config = _Strict.model_config
 
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from groundedit.image.codec import SampleError, decode_image
-from groundedit.records import EDITING, POST_EDIT, SCENE, TARGET
+from groundedit.records import CoTSteps
 
 # Larger than any training image needs; protects the loader from decompression bombs.
 MAX_PIXELS = 64_000_000
@@ -83,13 +83,6 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
-class _CoT(_Lenient):
-    scene: str = Field(alias=SCENE)
-    target: str = Field(alias=TARGET)
-    editing: str = Field(alias=EDITING)
-    post_edit: str = Field(alias=POST_EDIT)
-
-
 class _Instructions(_Lenient):
     original: str
     rewritten: str | None = None
@@ -100,7 +93,7 @@ class TrainRecord(_Lenient):
 
     key: str
     instructions: _Instructions | None = None
-    cot: _CoT | None = None
+    cot: CoTSteps | None = None
     recipe: str = "sa1b"  # records written before the pairs recipe existed are SA-1B ones
 
 
@@ -140,7 +133,7 @@ def example_from_members(key: str, members: dict[str, bytes]) -> EditExample:
     if record.cot is None:
         raise SampleError("cot_missing")
     instruction = (record.instructions.rewritten or record.instructions.original).strip()
-    cot = (record.cot.scene, record.cot.target, record.cot.editing, record.cot.post_edit)
+    cot = record.cot.steps()
     if not instruction:
         raise SampleError("instruction_missing")
     if not all(s.strip() for s in cot):
