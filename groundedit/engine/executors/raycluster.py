@@ -161,6 +161,7 @@ def _use_token_if_found() -> bool:
     """Token mode for this process if Ray finds a token (``RAY_AUTH_TOKEN``,
     ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``), through Ray's own function for it."""
     from ray._private.authentication import authentication_token_setup as setup
+    from ray.exceptions import AuthenticationError
 
     # Ray's notice that token auth is now on would print over the run's own lines: muted here
     notices = logging.getLogger(setup.__name__)
@@ -168,6 +169,9 @@ def _use_token_if_found() -> bool:
     notices.setLevel(logging.ERROR)
     try:
         return setup.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    except AuthenticationError as e:  # a token source is named but unreadable (e.g. a missing file)
+        reason = str(e).split(". Note:")[0].strip().rstrip(".")
+        raise ExecutorError(f"cannot read the Ray auth token: {reason}") from None
     finally:
         notices.setLevel(level)
 

@@ -78,3 +78,18 @@ def test_the_line_says_which_cluster():
     assert ClusterInfo(None, 1, 2.0, 0.0).line() == (
         "started a local Ray cluster for this run (2 CPUs, 0 GPUs); it stops when the run ends"
     )
+
+
+def test_an_unreadable_token_file_is_one_line(tmp_path, monkeypatch):
+    """RAY_AUTH_TOKEN_PATH naming a missing file: Ray's loader raises; the run says so in one line
+    (it used to end in a traceback when the cluster asked for a token)."""
+    from groundedit.engine.executors.raycluster import _use_token_if_found
+
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
+    with pytest.raises(ExecutorError) as e:
+        _use_token_if_found()
+    assert str(e.value) == (
+        "cannot read the Ray auth token: RAY_AUTH_TOKEN_PATH is set but file cannot be opened or is "
+        f"empty: {tmp_path / 'missing'}"
+    )
